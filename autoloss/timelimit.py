@@ -1,0 +1,233 @@
+"""Run functions in persistent worker processes under a hard per-task time limit.
+
+Some work cannot be interrupted from inside Python (sympy can hang in C-level loops or in pure Python
+that never checks for signals), so each task runs in a worker process, and a task that overruns its
+limit has its worker killed and replaced::
+
+    with TimeLimitedPool(workers=2) as pool:
+        for outcome in pool.map(simplify_expression, expressions, timeout=2.0):
+            print(outcome.status, outcome.value if outcome.ok else outcome.error)
+
+The function and the items must pickle (a module-level function, plain data). A task ends in one of
+four ways, each an :class:`Outcome`: ``"ok"`` (with the return value), ``"error"`` (the function
+raised), ``"timeout"`` (its worker was killed) or ``"crashed"`` (its worker died on its own, e.g.
+``os._exit`` or a segfault). Workers that were killed or died are restarted on demand.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, Callable, Iterable
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one task ended."""
+
+    status: str  # "ok" | "error" | "timeout" | "crashed"
+    value: object = None  # the function's return value when ok
+    error: str = ""  # one-line human-readable reason otherwise
+    seconds: float = 0.0  # wall time of the task
+
+    @property
+    def ok(self) -> bool:
+        """Whether the function returned normally."""
+        return self.status == "ok"
+
+
+def _describe(exc: BaseException) -> str:
+    """``"Type: first line of the message"``, always a plain string (it must pickle)."""
+    try:
+        lines = str(exc).strip().splitlines()
+    except Exception:  # a broken __str__
+        lines = []
+    name = type(exc).__name__
+    return f"{name}: {lines[0]}" if lines else name
+
+
+def _worker_main(conn) -> None:
+    """Worker loop: receive ``(fn, arg)``, run it, send ``("ok", value)`` or ``("error", text)``.
+
+    ``None`` or a closed pipe ends the loop. Ctrl+C is left to the parent, which stops the workers.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        except Exception as exc:  # the task did not unpickle here (e.g. fn not importable)
+            conn.send(("error", f"could not load task: {_describe(exc)}"))
+            continue
+        if task is None:
+            return
+        fn, arg = task
+        try:
+            reply = ("ok", fn(arg))
+        except BaseException as exc:  # SystemExit included: report it, keep the worker
+            reply = ("error", _describe(exc))
+        try:
+            conn.send(reply)  # pickles fully before writing, so a failure leaves the pipe clean
+        except Exception as exc:
+            conn.send(("error", f"could not send result back: {_describe(exc)}"))
+
+
+class _Worker:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, ctx) -> None:
+        self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child_conn,), daemon=True)
+        self.process.start()
+        child_conn.close()
+
+    def kill(self) -> None:
+        """Stop the process now: terminate, wait up to 1 s, then SIGKILL."""
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(1.0)
+            if self.process.is_alive():
+                self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Ask an idle worker to exit; kill it if it does not within a second."""
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(1.0)
+        self.kill()
+
+
+def _stop_all(slots: list) -> None:
+    """Stop every worker in ``slots`` (shared with the pool, so this needs no reference to it)."""
+    for i, worker in enumerate(slots):
+        if worker is not None:
+            worker.stop()
+            slots[i] = None
+
+
+class TimeLimitedPool:
+    """A fixed number of persistent worker processes that run tasks under a hard time limit.
+
+    ``context`` is the multiprocessing start method: by default ``"fork"`` on Linux (fast, and the
+    workers inherit what the parent already imported) and ``"spawn"`` elsewhere. Workers start
+    lazily on first use. Use as a context manager or call :meth:`close`; workers left over are also
+    stopped when the pool is garbage-collected or the interpreter exits.
+    """
+
+    def __init__(self, workers: int = 2, context: str | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if context is None:
+            context = "fork" if sys.platform.startswith("linux") else "spawn"
+        self._ctx = multiprocessing.get_context(context)
+        self._slots: list[_Worker | None] = [None] * workers
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _stop_all, self._slots)  # on GC and at exit
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], timeout: float) -> list[Outcome]:
+        """Run ``fn(item)`` for each item over the workers; outcomes come back in input order.
+
+        Each task gets ``timeout`` seconds of wall time from the moment it is handed to a worker
+        (for a freshly started "spawn" worker that includes the worker's own start-up).
+        """
+        if self._closed:
+            raise RuntimeError("TimeLimitedPool is closed")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        items = list(items)
+        outcomes: list[Outcome | None] = [None] * len(items)
+        pending = deque(enumerate(items))
+        busy: dict[int, tuple[int, float]] = {}  # slot -> (item index, start time)
+        try:
+            while pending or busy:
+                self._dispatch(fn, pending, busy, outcomes)
+                if not busy:
+                    continue
+                nearest = min(start for _, start in busy.values()) + timeout
+                handles = [self._slots[s].conn for s in busy] + [self._slots[s].process.sentinel for s in busy]
+                wait(handles, timeout=max(0.0, nearest - time.monotonic()))
+                self._collect(busy, outcomes, timeout)
+        finally:
+            for slot in busy:  # interrupted (e.g. Ctrl+C): these workers are mid-task
+                self._replace(slot)
+        return outcomes  # type: ignore[return-value]
+
+    def _dispatch(self, fn, pending: deque, busy: dict, outcomes: list) -> None:
+        """Hand pending items to idle workers, starting or restarting workers as needed."""
+        idle = deque(slot for slot in range(len(self._slots)) if slot not in busy)
+        while pending and idle:
+            index, item = pending.popleft()
+            try:
+                payload = bytes(ForkingPickler.dumps((fn, item)))
+            except Exception as exc:
+                outcomes[index] = Outcome("error", error=f"could not send task: {_describe(exc)}")
+                continue
+            slot = idle.popleft()
+            worker = self._slots[slot]
+            if worker is not None and not worker.process.is_alive():  # died while idle
+                self._replace(slot)
+                worker = None
+            if worker is None:
+                worker = self._slots[slot] = _Worker(self._ctx)
+            busy[slot] = (index, time.monotonic())
+            try:
+                worker.conn.send_bytes(payload)
+            except OSError:
+                pass  # the worker just died: _collect reports it as crashed
+
+    def _collect(self, busy: dict, outcomes: list, timeout: float) -> None:
+        """Record every busy task that has finished, crashed or run past its deadline."""
+        for slot, (index, start) in list(busy.items()):
+            worker = self._slots[slot]
+            elapsed = time.monotonic() - start
+            dead = not worker.process.is_alive()
+            if worker.conn.poll():  # a reply (even from a worker that has exited since) or EOF
+                try:
+                    status, payload = worker.conn.recv()
+                except (EOFError, OSError):
+                    dead = True
+                else:
+                    value, error = (payload, "") if status == "ok" else (None, payload)
+                    outcomes[index] = Outcome(status, value, error, elapsed)
+                    del busy[slot]
+                    continue
+            if dead:
+                worker.process.join(1.0)
+                error = f"worker died (exit code {worker.process.exitcode})"
+                outcomes[index] = Outcome("crashed", error=error, seconds=elapsed)
+            elif elapsed >= timeout:
+                outcomes[index] = Outcome("timeout", error=f"timed out after {float(timeout)} s", seconds=elapsed)
+            else:
+                continue
+            self._replace(slot)
+            del busy[slot]
+
+    def _replace(self, slot: int) -> None:
+        """Kill the worker in ``slot``; a new one starts the next time the slot gets a task."""
+        worker = self._slots[slot]
+        if worker is not None:
+            self._slots[slot] = None
+            worker.kill()
+
+    def close(self) -> None:
+        """Stop all workers. Safe to call more than once."""
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> TimeLimitedPool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
