@@ -14,6 +14,7 @@ import numpy as np
 from autoloss.gates.base import Verdict
 from autoloss.loss.expression import Node
 from autoloss.loss.probe import probe
+from autoloss.loss.samples import probe_batch
 from autoloss.loss.space import SearchSpace
 
 
@@ -40,17 +41,20 @@ class ValidityGate:
     def __init__(self, space: SearchSpace):
         self.space = space
 
+    def _inputs(self) -> dict[str, np.ndarray]:
+        return {name: t.numpy() for name, t in probe_batch(self.space).items()}
+
     def check(self, node: Node) -> Verdict:
         result = probe(self.space, node)
         if isinstance(result, Exception):
             return Verdict(self.name, False, f"raised {type(result).__name__}: {result}")
         if not np.isfinite(result.values).all():
             return Verdict(self.name, False, f"{_describe_bad(result.values)} loss on "
-                                             f"{_rows_with(result.values, result.inputs)}")
+                                             f"{_rows_with(result.values, self._inputs())}")
         for name, grad in result.grads.items():
             if not np.isfinite(grad).all():
                 return Verdict(self.name, False, f"{_describe_bad(grad)} gradient w.r.t. {name} on "
-                                                 f"{_rows_with(grad, result.inputs)}")
+                                                 f"{_rows_with(grad, self._inputs())}")
         return Verdict(self.name, True, f"finite loss and gradient on {result.values.shape[0]} probe rows "
                                         "(edge values included)")
 
