@@ -51,6 +51,68 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(v.passed for v in verdicts) else 1
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from autoloss.engine.evolution import Evolution, SearchConfig
+    from autoloss.engine.executors import make_executor
+    from autoloss.engine.progress import Progress
+    from autoloss.engine.store import RunStore
+    from autoloss.loss.space import load_space
+    from autoloss.problems import task_problem
+
+    if args.detector:
+        raise UserError("detector proxies (--detector) are not available in this version yet; "
+                        "use --task noisy-digits")
+    if not args.task:
+        raise UserError("choose what to search on: --task noisy-digits")
+    space_name = args.space or {"cls": "cls_softmax", "reg": "reg"}[args.branch]
+    space = load_space(space_name)
+    if space.branch != args.branch:
+        raise UserError(f"space '{space.name}' is a {space.branch} space, not {args.branch}")
+    out = Path(args.out or f"runs/{args.task}-{args.branch}-{args.strategy}-seed{args.seed}")
+    db = out / "run.sqlite"
+    if db.exists() and not args.resume:
+        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    if args.resume and not db.exists():
+        raise UserError(f"nothing to resume: {db} does not exist")
+    try:
+        config = SearchConfig(strategy=args.strategy, mode=args.mode, population=args.population,
+                              generations=args.generations, top_k=args.top_k, parents=args.parents,
+                              crossover=args.crossover, mutation=args.mutation, seed=args.seed,
+                              mos_margin=args.mos_margin, max_mos=args.max_mos,
+                              mos_timeout=args.mos_timeout, proxy_timeout=args.proxy_timeout)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    problem = task_problem(args.task, space, {"steps": args.steps} if args.steps else None)
+    out.mkdir(parents=True, exist_ok=True)
+    store = RunStore(db)
+    executor = make_executor(args.executor, workers=args.workers, address=args.address)
+    try:
+        try:
+            evolution = Evolution(problem, config, store, executor, Progress(enabled=not args.quiet),
+                                  extra_config={"task_name": args.task, "space": space.name})
+        except ValueError as exc:  # the stored config differs from these options
+            raise UserError(f"cannot resume {out} with different options: {exc}") from None
+        result = evolution.run()
+    finally:
+        executor.close()
+        store.close()
+    _print_result(result, problem.genotype, db)
+    return 0
+
+
+def _print_result(result, genotype, db) -> None:
+    base = result.baseline.fitness if result.baseline else None
+    print(f"\nbest losses ({result.proxy_evaluations} proxy evaluations this session; store: {db})")
+    if base is not None:
+        print(f"  baseline {base:.4f}  {result.baseline.genotype}")
+    for rank, item in enumerate([b for b in result.best if b.generation >= 0][:5], 1):
+        delta = f" ({item.fitness - base:+.4f})" if base is not None else ""
+        infix = genotype.describe(genotype.parse(item.genotype))["infix"]
+        print(f"  {rank}. {item.fitness:.4f}{delta}  gen {item.generation}  {item.genotype}\n       {infix}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoloss", description="Evolutionary loss-function discovery for object detection (CSE-Autoloss).")
@@ -68,6 +130,39 @@ def build_parser() -> argparse.ArgumentParser:
                        help="when sympy decides the convergence properties (default: always)")
     check.add_argument("--timeout", type=float, default=20.0, help="seconds sympy may take (default: 20)")
     check.set_defaults(handler=_cmd_check)
+
+    search = commands.add_parser(
+        "search", help="evolve losses (CSE-Autoloss, or the random / vanilla-evolution baselines)",
+        description="Evolve loss functions. Every candidate and verdict goes to RUN_DIR/run.sqlite as soon "
+                    "as it is known; --resume continues a killed run where it stopped.")
+    target = search.add_argument_group("what to search")
+    target.add_argument("--task", choices=["noisy-digits"], help="a cheap built-in proxy task")
+    target.add_argument("--detector", help="an MMDetection proxy detector (not available in this version)")
+    target.add_argument("--branch", choices=["cls", "reg"], default="cls")
+    target.add_argument("--space", help="search space name or YAML file (default: cls_softmax / reg)")
+    target.add_argument("--steps", type=int, help="proxy training steps (task default if omitted)")
+    evo = search.add_argument_group("evolution (the paper's Algorithm 1)")
+    evo.add_argument("--strategy", choices=["cse", "vanilla", "random"], default="cse")
+    evo.add_argument("--mode", choices=["generational", "steady-state"], default="generational")
+    evo.add_argument("--population", type=int, default=100, help="N, candidates per generation")
+    evo.add_argument("--generations", type=int, default=5, help="E")
+    evo.add_argument("--top-k", type=int, default=10, help="K, MOS survivors sent to the proxy")
+    evo.add_argument("--parents", type=int, default=5, help="P, parents of the next generation")
+    evo.add_argument("--crossover", type=float, default=0.5, help="p1")
+    evo.add_argument("--mutation", type=float, default=0.8, help="p2")
+    evo.add_argument("--mos-margin", type=float, default=0.0, help="pass MOS at >= threshold - margin")
+    evo.add_argument("--max-mos", type=int, help="at most this many MOS runs per generation")
+    evo.add_argument("--seed", type=int, default=0)
+    run = search.add_argument_group("running")
+    run.add_argument("--executor", choices=["local", "ray"], default="local")
+    run.add_argument("--workers", type=int, help="parallel evaluations (default: one per GPU, else 1)")
+    run.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    run.add_argument("--mos-timeout", type=float, default=600.0, help="seconds per MOS evaluation")
+    run.add_argument("--proxy-timeout", type=float, default=3600.0, help="seconds per proxy evaluation")
+    run.add_argument("--out", help="run directory (default: runs/<task>-<branch>-<strategy>-seed<seed>)")
+    run.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    search.set_defaults(handler=_cmd_search)
     return parser
 
 
@@ -79,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"autoloss: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
     except KeyboardInterrupt:
         print("autoloss: interrupted", file=sys.stderr)
         return 130

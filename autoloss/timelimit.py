@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,15 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {lines[0]}" if lines else name
 
 
-def _worker_main(conn) -> None:
+def _worker_main(conn, initializer, slot: int) -> None:
     """Worker loop: receive ``(fn, arg)``, run it, send ``("ok", value)`` or ``("error", text)``.
 
     ``None`` or a closed pipe ends the loop. Ctrl+C is left to the parent, which stops the workers.
+    ``initializer(slot)`` runs first (e.g. to pin the worker to one GPU).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(slot)
     while True:
         try:
             task = conn.recv()
@@ -83,9 +86,9 @@ def _worker_main(conn) -> None:
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx, initializer=None, slot: int = 0) -> None:
         self.conn, child_conn = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child_conn,), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child_conn, initializer, slot), daemon=True)
         self.process.start()
         child_conn.close()
 
@@ -126,12 +129,14 @@ class TimeLimitedPool:
     stopped when the pool is garbage-collected or the interpreter exits.
     """
 
-    def __init__(self, workers: int = 2, context: str | None = None) -> None:
+    def __init__(self, workers: int = 2, context: str | None = None,
+                 initializer: Callable[[int], None] | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if context is None:
             context = "fork" if sys.platform.startswith("linux") else "spawn"
         self._ctx = multiprocessing.get_context(context)
+        self._initializer = initializer  # called in each new worker with its slot number
         self._slots: list[_Worker | None] = [None] * workers
         self._closed = False
         self._finalizer = weakref.finalize(self, _stop_all, self._slots)  # on GC and at exit
@@ -142,37 +147,60 @@ class TimeLimitedPool:
         Each task gets ``timeout`` seconds of wall time from the moment it is handed to a worker
         (for a freshly started "spawn" worker that includes the worker's own start-up).
         """
+        items = list(items)
+        outcomes: list[Outcome | None] = [None] * len(items)
+        for index, _, outcome in self.stream(fn, items, timeout):
+            outcomes[index] = outcome
+        return outcomes  # type: ignore[return-value]
+
+    def stream(self, fn: Callable[[Any], Any], items: Iterable[Any], timeout: float) -> Iterator[tuple[int, Any, Outcome]]:
+        """Yield ``(index, item, outcome)`` as tasks finish, in completion order.
+
+        ``items`` is consumed lazily, one item each time a worker falls idle, so a generator can
+        decide what to run next from the outcomes seen so far (a steady-state evolution loop).
+        """
         if self._closed:
             raise RuntimeError("TimeLimitedPool is closed")
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
-        items = list(items)
-        outcomes: list[Outcome | None] = [None] * len(items)
-        pending = deque(enumerate(items))
-        busy: dict[int, tuple[int, float]] = {}  # slot -> (item index, start time)
+        pending = enumerate(items)
+        busy: dict[int, tuple[int, Any, float]] = {}  # slot -> (item index, item, start time)
+        finished: deque = deque()
+        exhausted = False
         try:
-            while pending or busy:
-                self._dispatch(fn, pending, busy, outcomes)
+            while True:
+                exhausted = self._dispatch(fn, pending, busy, finished) or exhausted
+                while finished:
+                    yield finished.popleft()
                 if not busy:
+                    if exhausted:
+                        return
                     continue
-                nearest = min(start for _, start in busy.values()) + timeout
+                nearest = min(start for _, _, start in busy.values()) + timeout
                 handles = [self._slots[s].conn for s in busy] + [self._slots[s].process.sentinel for s in busy]
                 wait(handles, timeout=max(0.0, nearest - time.monotonic()))
-                self._collect(busy, outcomes, timeout)
+                self._collect(busy, finished, timeout)
+                while finished:
+                    yield finished.popleft()
         finally:
-            for slot in busy:  # interrupted (e.g. Ctrl+C): these workers are mid-task
+            for slot in busy:  # interrupted (e.g. Ctrl+C, or the consumer stopped): workers are mid-task
                 self._replace(slot)
-        return outcomes  # type: ignore[return-value]
 
-    def _dispatch(self, fn, pending: deque, busy: dict, outcomes: list) -> None:
-        """Hand pending items to idle workers, starting or restarting workers as needed."""
+    def _dispatch(self, fn, pending: Iterator, busy: dict, finished: deque) -> bool:
+        """Hand pending items to idle workers, starting or restarting workers as needed.
+
+        Returns True once ``pending`` is exhausted.
+        """
         idle = deque(slot for slot in range(len(self._slots)) if slot not in busy)
-        while pending and idle:
-            index, item = pending.popleft()
+        while idle:
+            try:
+                index, item = next(pending)
+            except StopIteration:
+                return True
             try:
                 payload = bytes(ForkingPickler.dumps((fn, item)))
             except Exception as exc:
-                outcomes[index] = Outcome("error", error=f"could not send task: {_describe(exc)}")
+                finished.append((index, item, Outcome("error", error=f"could not send task: {_describe(exc)}")))
                 continue
             slot = idle.popleft()
             worker = self._slots[slot]
@@ -180,16 +208,17 @@ class TimeLimitedPool:
                 self._replace(slot)
                 worker = None
             if worker is None:
-                worker = self._slots[slot] = _Worker(self._ctx)
-            busy[slot] = (index, time.monotonic())
+                worker = self._slots[slot] = _Worker(self._ctx, self._initializer, slot)
+            busy[slot] = (index, item, time.monotonic())
             try:
                 worker.conn.send_bytes(payload)
             except OSError:
                 pass  # the worker just died: _collect reports it as crashed
+        return False
 
-    def _collect(self, busy: dict, outcomes: list, timeout: float) -> None:
+    def _collect(self, busy: dict, finished: deque, timeout: float) -> None:
         """Record every busy task that has finished, crashed or run past its deadline."""
-        for slot, (index, start) in list(busy.items()):
+        for slot, (index, item, start) in list(busy.items()):
             worker = self._slots[slot]
             elapsed = time.monotonic() - start
             dead = not worker.process.is_alive()
@@ -200,15 +229,16 @@ class TimeLimitedPool:
                     dead = True
                 else:
                     value, error = (payload, "") if status == "ok" else (None, payload)
-                    outcomes[index] = Outcome(status, value, error, elapsed)
+                    finished.append((index, item, Outcome(status, value, error, elapsed)))
                     del busy[slot]
                     continue
             if dead:
                 worker.process.join(1.0)
                 error = f"worker died (exit code {worker.process.exitcode})"
-                outcomes[index] = Outcome("crashed", error=error, seconds=elapsed)
+                finished.append((index, item, Outcome("crashed", error=error, seconds=elapsed)))
             elif elapsed >= timeout:
-                outcomes[index] = Outcome("timeout", error=f"timed out after {float(timeout)} s", seconds=elapsed)
+                finished.append((index, item, Outcome("timeout", error=f"timed out after {float(timeout)} s",
+                                                      seconds=elapsed)))
             else:
                 continue
             self._replace(slot)

@@ -1,0 +1,1 @@
+"""The generic search engine: persistent run store and evolutionary loop, independent of the domain."""

@@ -1,0 +1,104 @@
+"""Search progress: a live panel on a terminal (rich), plain log lines anywhere else.
+
+Shows the generation, the gate funnel of the current generation, the best fitness so far against
+the baseline, the evaluations run and an estimate of the time left.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+class Progress:
+    def __init__(self, enabled: bool = True, live: bool | None = None, stream=None):
+        self.enabled = enabled
+        self.stream = stream or sys.stdout
+        self.live_mode = enabled and (self.stream.isatty() if live is None else live)
+        self.started = time.monotonic()
+        self.generation_started = self.started
+        self.durations: list[float] = []
+        self.state = {"generation": None, "total": None, "funnel": [], "best": None, "baseline": None,
+                      "evaluations": 0, "failures": 0}
+        self._live = None
+        if self.live_mode:
+            from rich.live import Live
+
+            self._live = Live(self._render(), refresh_per_second=4, transient=False)
+            self._live.start()
+
+    # -------------------------------------------------------------------- events
+
+    def baseline(self, fitness):
+        self.state["baseline"] = fitness
+        self._log(f"baseline fitness {_fmt(fitness)}")
+
+    def generation(self, generation: int, total: int, size: int):
+        self.generation_started = time.monotonic()
+        self.state.update(generation=generation, total=total, funnel=[("bred", size, size)])
+        self._log(f"generation {generation + 1}/{total}: {size} candidates")
+
+    def gate(self, name: str, n_in: int, n_out: int):
+        self.state["funnel"].append((name, n_in, n_out))
+        self._log(f"  {name:<12} {n_in:>6} in  {n_out:>6} passed")
+
+    def evaluated(self, stage: str, genotype: str, fitness, reason: str):
+        self.state["evaluations"] += 1
+        if fitness is None:
+            self.state["failures"] += 1
+        elif stage == "proxy" and (self.state["best"] is None or fitness > self.state["best"]):
+            self.state["best"] = fitness
+            self._log(f"  new best {fitness:.4f}: {genotype}")
+        self._refresh()
+
+    def generation_done(self, summary: dict, best: list):
+        self.durations.append(time.monotonic() - self.generation_started)
+        if best:
+            self.state["best"] = best[0].fitness
+        self._log(f"  generation {summary['generation'] + 1} done: best this generation "
+                  f"{_fmt(summary.get('best_fitness'))}, best so far {_fmt(self.state['best'])}{self._eta()}")
+
+    def close(self):
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+            self._live = None
+
+    # -------------------------------------------------------------------- output
+
+    def _eta(self) -> str:
+        total, generation = self.state["total"], self.state["generation"]
+        if not self.durations or total is None or generation is None:
+            return ""
+        left = (total - generation - 1) * (sum(self.durations) / len(self.durations))
+        return f", about {left:.0f} s left" if left > 0 else ""
+
+    def _render(self):
+        from rich.table import Table
+
+        s = self.state
+        title = (f"generation {s['generation'] + 1}/{s['total']}" if s["generation"] is not None else "starting")
+        table = Table(title=f"autoloss search: {title}", show_header=True)
+        for col in ("stage", "in", "passed"):
+            table.add_column(col)
+        for name, n_in, n_out in s["funnel"]:
+            table.add_row(name, str(n_in), str(n_out))
+        table.caption = (f"best {_fmt(s['best'])} (baseline {_fmt(s['baseline'])}), {s['evaluations']} evaluations, "
+                         f"{s['failures']} failed, {time.monotonic() - self.started:.0f} s{self._eta()}")
+        return table
+
+    def _refresh(self):
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _log(self, line: str):
+        if not self.enabled:
+            return
+        if self._live is not None:
+            self._refresh()
+        else:
+            print(f"[{time.monotonic() - self.started:7.1f}s] {line}", file=self.stream, flush=True)

@@ -1,0 +1,47 @@
+"""Search problems for the loss genotype: the genotype, its cheap gates and an expensive task.
+
+This is where the generic engine meets losses: the strategy decides the cheap gates (the CSE
+pipeline runs validity, equivalence and convergence property verification; the paper's baselines run
+validity only), and a task supplies the picklable evaluation of the expensive stages.
+"""
+
+from __future__ import annotations
+
+from autoloss.engine.evolution import Problem
+from autoloss.errors import UserError
+from autoloss.gates.convergence import ConvergenceGate
+from autoloss.gates.equivalence import EquivalenceGate
+from autoloss.gates.validity import ValidityGate
+from autoloss.loss.genotype import LossGenotype
+from autoloss.loss.space import SearchSpace
+
+TASKS = ("noisy-digits",)
+
+
+def loss_gates(space: SearchSpace, strategy: str, seen: dict[str, str], cpv_symbolic: str = "ambiguous",
+               cpv_timeout: float = 5.0) -> list:
+    if strategy == "cse":
+        return [ValidityGate(space), EquivalenceGate(space, seen),
+                ConvergenceGate(space, symbolic=cpv_symbolic, timeout=cpv_timeout)]
+    return [ValidityGate(space)]
+
+
+def task_problem(task: str, space: SearchSpace, params: dict | None = None, **gate_options) -> Problem:
+    """A loss search on one of the cheap built-in tasks (``noisy-digits``)."""
+    if task != "noisy-digits":
+        raise UserError(f"unknown task '{task}': expected one of {', '.join(TASKS)}")
+    if space.mode == "regression":
+        raise UserError("the noisy-digits task trains a classifier: use --branch cls (space cls_softmax or cls_sigmoid)")
+    from autoloss.tasks import noisy_digits
+
+    try:
+        settings = noisy_digits.NoisyDigitsTask.from_dict({**(params or {}), "space": space.source or space.name})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"task options: {exc}") from None
+    genotype = LossGenotype(space)
+    return Problem(
+        genotype=genotype,
+        cheap_gates=lambda strategy, seen: loss_gates(space, strategy, seen, **gate_options),
+        evaluate=noisy_digits.evaluate,
+        task=settings.to_dict(),
+    )

@@ -1,0 +1,1 @@
+"""Cheap, real proxy tasks on which candidate losses are trained and scored."""
