@@ -295,12 +295,18 @@ class Evolution:
 
     # ------------------------------------------------------------------ the run
 
-    def hall_of_fame(self, n: int | None = None) -> list[Evaluated]:
-        rows = self.store.best("proxy", n or self.config.parents)
-        return [Evaluated(c.genotype, v.metrics["fitness"], c.generation,
-                          (self.store.verdict(c.id, "mos") or v).metrics.get("fitness")
-                          if self.store.verdict(c.id, "mos") else None)
-                for c, v in rows]
+    def hall_of_fame(self, n: int | None = None, before_generation: int | None = None) -> list[Evaluated]:
+        """The best proxy results so far (one per genotype), optionally only those bred before a generation."""
+        n = n or self.config.parents
+        rows = self.store.best("proxy", n if before_generation is None else 1_000_000)
+        if before_generation is not None:
+            rows = [(c, v) for c, v in rows if c.generation < before_generation][:n]
+        hall = []
+        for c, v in rows:
+            mos = self.store.verdict(c.id, "mos")
+            hall.append(Evaluated(c.genotype, v.metrics["fitness"], c.generation,
+                                  mos.metrics.get("fitness") if mos else None))
+        return hall
 
     def run(self) -> SearchResult:
         if self.config.mode == "steady-state":
@@ -310,7 +316,8 @@ class Evolution:
         done = set(self.store.finished_generations())
         summaries = []
         for generation in range(self.config.generations):
-            parents = [e.genotype for e in self.hall_of_fame()] if self.config.strategy != "random" else []
+            parents = ([e.genotype for e in self.hall_of_fame(before_generation=generation)]
+                       if self.config.strategy != "random" else [])
             if generation in done:
                 summary = self.store.generation_summary(generation)
             else:

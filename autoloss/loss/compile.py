@@ -27,7 +27,7 @@ def _is_const(node: Node, value: str) -> bool:
 
 def _one_minus_sigmoid_arg(node: Node) -> Node | None:
     """``a`` when node is ``Sub(1, Sig(a))`` or ``Add(1, Neg(Sig(a)))``, else None."""
-    if node.kind != "op" or not _is_const(node.children[0], "1"):
+    if node.kind != "op" or len(node.children) != 2 or not _is_const(node.children[0], "1"):
         return None
     second = node.children[1]
     if node.name == "Sub" and second.name == "Sig" and second.kind == "op":

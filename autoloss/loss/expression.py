@@ -121,7 +121,7 @@ class _Parser:
             raise self.error("unexpected end of expression")
         self.pos += 1
         if kind == "int":
-            if int(value) not in self.space.constants:
+            if len(value) > 6 or int(value) not in self.space.constants:
                 raise self.error(f"constant {value} is not in this space (constants: "
                                  f"{', '.join(map(str, self.space.constants))})")
             return Node("const", str(int(value)), "column")

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import operator
 import random
+from collections import defaultdict
 from functools import partial
 
 from deap import gp
@@ -47,6 +48,28 @@ def using_rng(rng: random.Random):
         random.setstate(saved)
 
 
+def one_point_crossover(ind1: gp.PrimitiveTree, ind2: gp.PrimitiveTree):
+    """DEAP's typed one-point crossover, with the shared types in a fixed order.
+
+    ``gp.cxOnePoint`` draws from a set of type classes, whose order follows their memory addresses
+    and so differs between processes: a resumed run would breed differently. Here it does not.
+    """
+    if len(ind1) < 2 or len(ind2) < 2:
+        return ind1, ind2
+    positions1, positions2 = defaultdict(list), defaultdict(list)
+    for index, node in enumerate(ind1[1:], 1):
+        positions1[node.ret].append(index)
+    for index, node in enumerate(ind2[1:], 1):
+        positions2[node.ret].append(index)
+    common = sorted(set(positions1) & set(positions2), key=lambda t: t.__name__)
+    if common:
+        type_ = random.choice(common)
+        slice1 = ind1.searchSubtree(random.choice(positions1[type_]))
+        slice2 = ind2.searchSubtree(random.choice(positions2[type_]))
+        ind1[slice1], ind2[slice2] = ind2[slice2], ind1[slice1]
+    return ind1, ind2
+
+
 class LossGenotype:
     """Creates, varies and converts loss trees of one search space (the engine's genotype plug-in)."""
 
@@ -65,7 +88,7 @@ class LossGenotype:
             "insert": limit_s(limit_h(partial(gp.mutInsert, pset=self.pset))),
             "shrink": limit_s(limit_h(gp.mutShrink)),
         }
-        self._crossover = limit_s(limit_h(gp.cxOnePoint))
+        self._crossover = limit_s(limit_h(one_point_crossover))
 
     # -------------------------------------------------------------------- the primitive set
 

@@ -94,7 +94,13 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
 
 def parse_space(data: object, source: str = "<dict>") -> SearchSpace:
     """Validate the decoded YAML of a search space; every problem is one clear UserError."""
+    try:
+        return _parse_space(data, source)
+    except (TypeError, ValueError, AttributeError) as exc:  # a value of the wrong type somewhere
+        raise UserError(f"search space {source}: a value has the wrong type ({exc})") from None
 
+
+def _parse_space(data: object, source: str) -> SearchSpace:
     def fail(message: str) -> UserError:
         return UserError(f"search space {source}: {message}")
 
@@ -122,6 +128,8 @@ def parse_space(data: object, source: str = "<dict>") -> SearchSpace:
     if roles != MODES[mode]:
         raise fail(f"mode '{mode}' needs exactly one input of each role {sorted(MODES[mode])}, got {sorted(roles)}")
 
+    if not isinstance(data["operators"], list) or not data["operators"]:
+        raise fail("'operators' must be a non-empty list of operator names")
     operators = tuple(str(op) for op in data["operators"])
     unknown = [op for op in operators if op not in OPERATORS]
     if unknown:
@@ -141,7 +149,9 @@ def parse_space(data: object, source: str = "<dict>") -> SearchSpace:
     if not (2 <= max_height <= 17 and 3 <= max_size <= 200):
         raise fail("limits: max_height must be in 2..17 and max_size in 3..200 (deeper trees break Python's parser)")
 
-    losses = {str(k): str(v) for k, v in (data["losses"] or {}).items()}
+    if not isinstance(data["losses"], dict) or not data["losses"]:
+        raise fail("'losses' must map loss names to expressions")
+    losses = {str(k): str(v) for k, v in data["losses"].items()}
     if data["initial"] not in losses:
         raise fail(f"initial loss '{data['initial']}' is not one of the named losses ({', '.join(losses)})")
     aliases = {str(k): str(v) for k, v in (data.get("aliases") or {}).items()}

@@ -1,15 +1,63 @@
-"""Noisy-label digits: a cheap but real proxy task for the loss search (DOCSTRING TBD)."""
+"""Noisy-label digits: a cheap but real proxy task for the classification-loss search.
+
+scikit-learn's bundled 8 x 8 digits (1797 images, 10 classes, no download), pixels scaled to [0, 1].
+A fixed stratified split (seeded by ``data_seed``) keeps 30 % as the clean test set (540 images, the
+fitness); of the rest, 15 % is a clean validation subset (189 images, the MOS score) and the remaining
+1068 images are the training split. Training labels get symmetric noise: with probability ``noise``
+a label is replaced by a uniformly drawn *different* class (default 0.4; 37.8 % of the training
+labels are actually wrong for ``data_seed=0``). The 'verify' subset for the model-optimisation
+simulation is 20 training images per class (200, noisy labels), a larger cousin of the paper's
+one-image-per-class D_verify.
+
+A one-hidden-layer MLP (64 -> ``hidden`` -> 10, float32, Adam) is trained with the candidate loss:
+
+* ``stage="proxy"``: ``steps`` steps on the noisy training split; fitness = clean test accuracy.
+* ``stage="mos"``: ``mos_steps`` steps on the verify subset; score = clean validation accuracy.
+
+Loss inputs, by role (the names come from the space): logits X (B x 10, no background column), the
+one-hot noisy target Y, and the IoU stand-in W: every sample is a perfectly localised positive, so
+W = 1 (B x 1) in softmax mode and W = Y (IoU 1 at the ground-truth class) in sigmoid mode. The
+per-sample loss is summed over its columns and averaged over the batch.
+
+The defaults are tuned so that cross-entropy visibly memorises the noise while robust losses do not:
+the search has headroom. Measured on the development machine (2 CPU cores, torch 2.13 CPU, one
+thread per evaluation; clean test accuracy, mean [min-max] over seeds 0..4, data_seed 0):
+
+=================================================  =====================  ========  =========
+loss (cls_softmax unless noted)                    proxy fitness          s/eval    MOS score
+=================================================  =====================  ========  =========
+CE        ``Neg(Dot(Y,Log(Softmax(X))))``          0.758 [0.746-0.767]    0.8       0.74
+CEI       (identical to CE here, W = 1)            0.746 [0.731-0.765]    0.8       0.73
+GCE-like  ``Neg(Dot(Y,Sqrt(Softmax(X))))``         0.847 [0.841-0.857]    1.0       0.81
+MAE-like  ``Neg(Dot(Y,Softmax(X)))``               0.929 [0.872-0.952]    0.8       0.71
+FLI (cls_sigmoid)                                  0.827 [0.820-0.839]    0.9       0.77
+BCE (cls_sigmoid)                                  0.862 [0.837-0.874]    1.0       0.78
+=================================================  =====================  ========  =========
+
+With ``noise=0`` CE reaches 0.97 (0.969-0.976), so the 40 % noise costs CE about 21 points and a
+robust loss wins back most of them. With ``data_seed=1``: CE 0.667, GCE-like 0.813, MAE-like 0.904.
+Broken losses land at chance in both stages (``Dot(Y,Log(Softmax(X)))`` or ``Neg(Dot(Y,X))``: 0.10).
+The MOS stage takes about 0.06 s. The first evaluation in a process pays about 1-2 s of torch
+warm-up on top of these figures. With the earlier guess of 400 steps, 64 hidden units and lr 0.01,
+CE still scored 0.878 against 0.919 for MAE-like: too little memorisation, too little headroom.
+
+A candidate whose loss or parameters become NaN or infinite raises :class:`Diverged` (for instance
+``Neg(Dot(Y,Mul(Exp(Exp(X)),Exp(Exp(X)))))`` overflows at step 11). Results are deterministic for a
+given (task, expression, stage, seed): the model is initialised from ``seed`` alone (so equal
+functions written differently score equally),
+batches are drawn from a generator seeded by ``seed``, and evaluation runs on one thread.
+"""
 
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
 import numpy as np
 import torch
 
+from autoloss.errors import UserError
 from autoloss.loss.compile import compile_loss
 from autoloss.loss.expression import parse
 from autoloss.loss.space import SearchSpace, load_space
@@ -19,6 +67,7 @@ TEST_FRACTION = 0.3
 VAL_FRACTION = 0.15
 VERIFY_PER_CLASS = 20
 STAGES = ("proxy", "mos")
+MODES = ("softmax", "sigmoid")
 
 
 class Diverged(RuntimeError):
@@ -26,11 +75,13 @@ class Diverged(RuntimeError):
 
 
 @dataclass(frozen=True)
-class _Data:
+class DigitsData:
+    """The fixed split of one (noise, data_seed): tensors, float32 features and int64 labels."""
+
     x_train: torch.Tensor
     y_train: torch.Tensor  # noisy
     y_train_clean: torch.Tensor
-    x_verify: torch.Tensor
+    x_verify: torch.Tensor  # a subset of the training split
     y_verify: torch.Tensor  # noisy
     x_val: torch.Tensor
     y_val: torch.Tensor  # clean
@@ -38,110 +89,33 @@ class _Data:
     y_test: torch.Tensor  # clean
 
 
-def _symmetric_noise(labels: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+def symmetric_noise(labels: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
     """Replace each label with probability ``noise`` by a uniformly drawn *different* class."""
     flip = rng.random(len(labels)) < noise
-    offset = rng.integers(1, NUM_CLASSES, size=len(labels))
+    offset = rng.integers(1, NUM_CLASSES, size=len(labels))  # 1..C-1: never the same class
     return np.where(flip, (labels + offset) % NUM_CLASSES, labels)
 
 
 @lru_cache(maxsize=8)
-def load_data(noise: float, data_seed: int) -> _Data:
+def load_data(noise: float, data_seed: int) -> DigitsData:
+    """The split and the noisy labels, built once per process for each (noise, data_seed)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int64)
-    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=TEST_FRACTION, stratify=y,
-                                                      random_state=data_seed)
-    x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=VAL_FRACTION, stratify=y_rest,
-                                                      random_state=data_seed + 1)
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=TEST_FRACTION, stratify=y, random_state=data_seed)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=VAL_FRACTION, stratify=y_rest, random_state=data_seed + 1)
     rng = np.random.default_rng(data_seed)
-    y_noisy = _symmetric_noise(y_train, noise, rng)
-    verify = np.concatenate([rng.permutation(np.flatnonzero(y_train == c))[:VERIFY_PER_CLASS]
-                             for c in range(NUM_CLASSES)])
-    verify.sort()
+    y_noisy = symmetric_noise(y_train, noise, rng)
+    verify = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y_train == c))[:VERIFY_PER_CLASS]
+                                     for c in range(NUM_CLASSES)]))
     t = torch.from_numpy
-    return _Data(t(x_train), t(y_noisy), t(y_train), t(x_train[verify]), t(y_noisy[verify]),
-                 t(x_val), t(y_val), t(x_test), t(y_test))
-
-
-@dataclass(frozen=True)
-class NoisyDigitsTask:
-    space: str = "cls_softmax"
-    noise: float = 0.4
-    steps: int = 400
-    mos_steps: int = 80
-    batch_size: int = 128
-    hidden: int = 64
-    lr: float = 0.01
-    data_seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "NoisyDigitsTask":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown NoisyDigitsTask field(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-    def load_space(self) -> SearchSpace:
-        return _space(self.space)
-
-    def evaluate(self, expression: str, stage: str = "proxy", seed: int = 0) -> dict:
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage '{stage}': expected one of {', '.join(STAGES)}")
-        space = self.load_space()
-        loss_fn = compile_loss(parse(expression, space), space.output)
-        data = load_data(float(self.noise), int(self.data_seed))
-        if stage == "proxy":
-            x, y, x_eval, y_eval, steps = data.x_train, data.y_train, data.x_test, data.y_test, self.steps
-        else:
-            x, y, x_eval, y_eval, steps = data.x_verify, data.y_verify, data.x_val, data.y_val, self.mos_steps
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        start = time.perf_counter()
-        try:
-            final_loss, fitness = self._train(space, loss_fn, expression, seed, x, y, x_eval, y_eval, steps)
-        finally:
-            torch.set_num_threads(threads)
-        return {"fitness": fitness, "stage": stage, "steps": steps, "final_loss": final_loss,
-                "seconds": time.perf_counter() - start}
-
-    def _train(self, space, loss_fn, expression, seed, x, y, x_eval, y_eval, steps):
-        torch.manual_seed(seed + zlib.crc32(expression.encode()))
-        gen = torch.Generator().manual_seed(seed)
-        model = torch.nn.Sequential(torch.nn.Linear(x.shape[1], self.hidden), torch.nn.ReLU(),
-                                    torch.nn.Linear(self.hidden, NUM_CLASSES))
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        names = {role: space.input_for(role).name for role in ("logits", "target", "iou")}
-        sigmoid = space.mode == "sigmoid"
-        n = len(x)
-        bs = min(self.batch_size, n)
-        loss_value = float("nan")
-        for k in range(steps):
-            idx = torch.randint(n, (bs,), generator=gen)
-            logits = model(x[idx])
-            target = torch.nn.functional.one_hot(y[idx], NUM_CLASSES).to(logits.dtype)
-            iou = target if sigmoid else torch.ones(bs, 1, dtype=logits.dtype)
-            out = loss_fn(**{names["logits"]: logits, names["target"]: target, names["iou"]: iou})
-            loss = out.sum(dim=-1).mean()
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss became {loss.item()} at step {k}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_value = loss.item()
-        for p in model.parameters():
-            if not torch.isfinite(p).all():
-                raise Diverged(f"parameters became non-finite by step {steps}")
-        with torch.no_grad():
-            acc = (model(x_eval).argmax(dim=1) == y_eval).float().mean().item()
-        return loss_value, acc
+    return DigitsData(t(x_train), t(y_noisy), t(y_train), t(x_train[verify]), t(y_noisy[verify]),
+                      t(x_val), t(y_val), t(x_test), t(y_test))
 
 
 @lru_cache(maxsize=16)
@@ -149,5 +123,104 @@ def _space(name: str) -> SearchSpace:
     return load_space(name)
 
 
+@dataclass(frozen=True)
+class NoisyDigitsTask:
+    """Noisy-label digits classification; see the module docstring for the measured defaults."""
+
+    space: str = "cls_softmax"  # bundled space name or YAML path; a softmax or sigmoid space
+    noise: float = 0.4  # symmetric label-noise rate of the training split
+    steps: int = 1000  # proxy training steps
+    mos_steps: int = 80  # model-optimisation-simulation (cheap gate) steps
+    batch_size: int = 128
+    hidden: int = 128
+    lr: float = 0.005  # Adam
+    data_seed: int = 0  # split + noise
+
+    def __post_init__(self):
+        if not 0.0 <= self.noise < 1.0:
+            raise UserError(f"noisy digits: noise must be in [0, 1), got {self.noise}")
+        for name in ("steps", "mos_steps", "batch_size", "hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"noisy digits: {name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise UserError(f"noisy digits: lr must be positive, got {self.lr}")
+        space = self.load_space()
+        if space.mode not in MODES:
+            raise UserError(f"noisy digits: space '{space.name}' is a {space.mode} space; "
+                            f"a classification space ({', '.join(MODES)}) is needed")
+
+    def load_space(self) -> SearchSpace:
+        return _space(str(self.space))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NoisyDigitsTask":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise UserError(f"noisy digits: unknown task field(s) {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def evaluate(self, expression: str, stage: str = "proxy", seed: int = 0) -> dict:
+        """Train with the loss ``expression`` and score the model.
+
+        Returns ``{"fitness", "stage", "steps", "final_loss", "seconds"}``; raises :class:`Diverged`
+        when the loss or a parameter becomes NaN or infinite, ExpressionError for a malformed
+        expression, and whatever torch raises for a loss of the wrong shape.
+        """
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage '{stage}': expected one of {', '.join(STAGES)}")
+        space = self.load_space()
+        loss_fn = compile_loss(parse(expression, space), space.output)
+        data = load_data(float(self.noise), int(self.data_seed))
+        if stage == "proxy":
+            split = (data.x_train, data.y_train, data.x_test, data.y_test, self.steps)
+        else:
+            split = (data.x_verify, data.y_verify, data.x_val, data.y_val, self.mos_steps)
+        threads = torch.get_num_threads()
+        start = time.perf_counter()
+        torch.set_num_threads(1)
+        try:
+            with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+                torch.manual_seed(int(seed))  # one start for all: equal functions score equally
+                final_loss, fitness = self._train(space, loss_fn, int(seed), *split)
+        finally:
+            torch.set_num_threads(threads)
+        return {"fitness": fitness, "stage": stage, "steps": split[-1], "final_loss": final_loss,
+                "seconds": time.perf_counter() - start}
+
+    def _train(self, space, loss_fn, seed, x, y, x_eval, y_eval, steps) -> tuple[float, float]:
+        model = torch.nn.Sequential(
+            torch.nn.Linear(x.shape[1], self.hidden, dtype=torch.float32), torch.nn.ReLU(),
+            torch.nn.Linear(self.hidden, NUM_CLASSES, dtype=torch.float32))
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        logits_name, target_name, iou_name = (space.input_for(r).name for r in ("logits", "target", "iou"))
+        sigmoid = space.mode == "sigmoid"
+        generator = torch.Generator().manual_seed(seed)
+        n, batch = len(x), min(self.batch_size, len(x))
+        loss_value = float("nan")
+        for step in range(steps):
+            index = torch.randint(n, (batch,), generator=generator)
+            logits = model(x[index])
+            target = torch.nn.functional.one_hot(y[index], NUM_CLASSES).to(logits.dtype)
+            iou = target if sigmoid else torch.ones(batch, 1, dtype=logits.dtype)
+            out = loss_fn(**{logits_name: logits, target_name: target, iou_name: iou})
+            loss = out.sum(dim=-1).mean()
+            loss_value = loss.item()
+            if not np.isfinite(loss_value):
+                raise Diverged(f"loss became {loss_value} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise Diverged(f"parameters became non-finite at step {steps - 1}")
+        with torch.no_grad():
+            accuracy = (model(x_eval).argmax(dim=1) == y_eval).float().mean().item()
+        return loss_value, accuracy
+
+
 def evaluate(task: dict, expression: str, stage: str, seed: int) -> dict:
+    """Picklable entry point for worker processes: ``NoisyDigitsTask.from_dict(task).evaluate(...)``."""
     return NoisyDigitsTask.from_dict(task).evaluate(expression, stage, seed)

@@ -1,0 +1,214 @@
+"""The evolution engine on the cheap noisy-digits task: improvement, funnel, failures, resume, Ray."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+
+import pytest
+
+from autoloss.engine.evolution import Evolution, Problem, SearchConfig
+from autoloss.engine.executors import LocalExecutor
+from autoloss.engine.store import RunStore
+from autoloss.loss.genotype import LossGenotype
+from autoloss.loss.space import load_space
+from autoloss.problems import loss_gates, task_problem
+
+SMALL = dict(population=24, generations=3, top_k=3, parents=3, seed=1)
+TASK = {"steps": 250}
+
+
+def small_problem(**params):
+    return task_problem("noisy-digits", load_space("cls_softmax"), {**TASK, **params})
+
+
+def run_search(tmp_path, problem=None, workers=2, **overrides):
+    config = SearchConfig(**{**SMALL, **overrides})
+    store = RunStore(tmp_path / "run.sqlite")
+    executor = LocalExecutor(workers=workers)
+    try:
+        return Evolution(problem or small_problem(), config, store, executor).run(), store
+    finally:
+        executor.close()
+
+
+def test_seeded_search_improves_on_the_initial_loss_and_records_the_funnel(tmp_path):
+    result, store = run_search(tmp_path)
+    assert result.baseline is not None and result.baseline.genotype == "Neg(Dot(Mul(Y,W),Log(Softmax(X))))"
+    assert result.best[0].fitness > result.baseline.fitness
+    for generation in range(SMALL["generations"]):
+        funnel = store.funnel(generation)
+        assert list(funnel)[:3] == ["validity", "equivalence", "convergence"]
+        assert funnel["validity"]["in"] == SMALL["population"]
+        # every stage sees exactly the survivors of the one before it
+        assert funnel["equivalence"]["in"] == funnel["validity"]["passed"]
+        assert funnel["convergence"]["in"] == funnel["equivalence"]["passed"]
+        assert funnel["mos"]["in"] == funnel["convergence"]["passed"]
+        assert funnel["proxy"]["in"] <= SMALL["top_k"]
+        summary = store.generation_summary(generation)
+        assert summary["funnel"] == funnel
+    store.close()
+
+
+def test_same_seed_same_search(tmp_path):
+    a, store_a = run_search(tmp_path / "a", generations=2)
+    b, store_b = run_search(tmp_path / "b", generations=2)
+    assert [(e.genotype, e.fitness) for e in a.best] == [(e.genotype, e.fitness) for e in b.best]
+    assert [c.genotype for c in store_a.candidates()] == [c.genotype for c in store_b.candidates()]
+
+
+# ---------------------------------------------------------------------------- failing candidates
+
+
+def failure_mode(expression: str) -> str:
+    """Each candidate fails (or not) in a way fixed by its text: every mode shows up in a small search."""
+    return ["timeout", "error", "nan", "crash", "ok", "ok"][zlib.crc32(expression.encode()) % 6]
+
+
+def flaky_evaluate(task: dict, expression: str, stage: str, seed: int) -> dict:
+    """A task whose candidates fail in every way a real one can."""
+    mode = failure_mode(expression)
+    if mode == "timeout":
+        time.sleep(60)
+    if mode == "error":
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    if mode == "nan":
+        return {"fitness": math.nan}
+    if mode == "crash":
+        os._exit(9)  # kills its worker
+    return {"fitness": 1.0 / (1 + len(expression))}
+
+
+def test_failing_candidates_are_recorded_and_the_search_finishes(tmp_path):
+    space = load_space("cls_softmax")
+    genotype = LossGenotype(space)
+    problem = Problem(genotype=genotype, cheap_gates=lambda strategy, seen: loss_gates(space, "vanilla", seen),
+                      evaluate=flaky_evaluate, task={})
+    config = SearchConfig(strategy="vanilla", population=40, generations=2, parents=3, seed=3,
+                          proxy_timeout=2.0)
+    store = RunStore(tmp_path / "run.sqlite")
+    executor = LocalExecutor(workers=2)
+    try:
+        result = Evolution(problem, config, store, executor).run()
+    finally:
+        executor.close()
+    verdicts = store.verdicts(gate="proxy")
+    by_status = {}
+    for v in verdicts:
+        mode = failure_mode(store.candidate(v.candidate_id).genotype)
+        by_status.setdefault(v.status, []).append(mode)
+        expected = {"timeout": "timeout", "error": "error", "crash": "crashed", "nan": "failed", "ok": "ok"}[mode]
+        assert v.status == expected and v.passed == (mode == "ok"), (mode, v)
+        if mode == "error":
+            assert "illegal memory access" in v.reason
+    assert {"timeout", "error", "crashed", "failed", "ok"} <= set(by_status), by_status.keys()
+    assert result.best and all(math.isfinite(e.fitness) for e in result.best)
+    assert sorted(store.finished_generations()) == [0, 1]
+
+
+# ---------------------------------------------------------------------------- kill and resume
+
+
+def _search_cmd(out, *extra):
+    return [sys.executable, "-m", "autoloss.cli", "search", "--task", "noisy-digits", "--population", "24",
+            "--generations", "3", "--top-k", "3", "--parents", "3", "--seed", "1", "--steps", "250",
+            "--workers", "2", "--out", str(out), "--quiet", *extra]
+
+
+def _best_line(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.strip().startswith("1. "))
+
+
+def test_killed_search_resumes_with_nothing_lost_and_the_same_result(tmp_path):
+    reference = subprocess.run(_search_cmd(tmp_path / "reference"), capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_search_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    db = out / "run.sqlite"
+    deadline = time.time() + 300
+    done_before_kill = {}
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        if not db.exists():
+            continue
+        with RunStore(db) as store:
+            # kill mid-generation: generation 1 has started evaluating on the proxy
+            if any(store.candidate(v.candidate_id).generation == 1 for v in store.verdicts(gate="mos")):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+    assert proc.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    with RunStore(db) as store:
+        done_before_kill = {(v.candidate_id, v.gate): (v.created, v.metrics) for v in store.verdicts()
+                            if v.gate in ("mos", "proxy")}
+        assert 1 not in store.finished_generations()
+    assert done_before_kill
+
+    resumed = subprocess.run(_search_cmd(out, "--resume"), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    with RunStore(db) as store:
+        after = {(v.candidate_id, v.gate): (v.created, v.metrics) for v in store.verdicts()
+                 if v.gate in ("mos", "proxy")}
+        assert sorted(store.finished_generations()) == [0, 1, 2]
+    # nothing completed before the kill was lost or redone
+    for key, value in done_before_kill.items():
+        assert after[key] == value
+    assert _best_line(resumed.stdout) == _best_line(reference.stdout)
+    # and the resumed store holds exactly the evaluations of the uninterrupted run
+    with RunStore(tmp_path / "reference" / "run.sqlite") as ref:
+        ref_evals = sorted((ref.candidate(v.candidate_id).genotype, v.gate, v.metrics.get("fitness"))
+                           for v in ref.verdicts() if v.gate in ("mos", "proxy"))
+    with RunStore(db) as store:
+        got = sorted((store.candidate(v.candidate_id).genotype, v.gate, v.metrics.get("fitness"))
+                     for v in store.verdicts() if v.gate in ("mos", "proxy"))
+    assert got == ref_evals
+
+
+def test_resume_refuses_different_options(tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.run(_search_cmd(out), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(_search_cmd(out), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    changed = [a if a != "24" else "30" for a in _search_cmd(out, "--resume")]
+    different = subprocess.run(changed, capture_output=True, text=True, timeout=60)
+    assert different.returncode == 2 and "population" in different.stderr and "Traceback" not in different.stderr
+
+
+# ---------------------------------------------------------------------------- steady state and Ray
+
+
+def test_steady_state_mode_evaluates_as_workers_free_up(tmp_path):
+    result, store = run_search(tmp_path, mode="steady-state", generations=2)
+    assert result.baseline is not None
+    candidates = [c for c in store.candidates() if c.generation >= 0]
+    assert len(candidates) == 2 * SMALL["population"]
+    assert store.verdicts(gate="mos") and result.best
+    # a candidate reaches the proxy only when its MOS score passed the bar at dispatch time
+    for verdict in store.verdicts(gate="proxy"):
+        mos = store.verdict(verdict.candidate_id, "mos")
+        assert store.candidate(verdict.candidate_id).generation < 0 or (mos is not None and mos.passed)
+
+
+def test_ray_executor_runs_a_small_search(tmp_path):
+    ray = pytest.importorskip("ray")
+    from autoloss.engine.executors import RayExecutor
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        config = SearchConfig(**{**SMALL, "generations": 2})
+        store = RunStore(tmp_path / "run.sqlite")
+        executor = RayExecutor(num_gpus=0, retries=0)
+        result = Evolution(small_problem(), config, store, executor).run()
+        assert result.best and result.baseline is not None
+        assert store.verdicts(gate="proxy") and all(v.status == "ok" for v in store.verdicts(gate="proxy"))
+        assert sorted(store.finished_generations()) == [0, 1]
+    finally:
+        ray.shutdown()

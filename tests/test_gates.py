@@ -1,0 +1,271 @@
+"""The cheap gates: validity (finite on edge values), convergence properties (numeric grid + sympy)
+and equivalence (functional fingerprints)."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoloss.gates.base import Verdict
+from autoloss.gates.convergence import ConvergenceGate, check_one, numeric_check, symbolic_check
+from autoloss.gates.equivalence import EquivalenceGate, fingerprint
+from autoloss.gates.validity import ValidityGate
+from autoloss.loss.expression import Node, parse
+
+
+def convergence(space, text, symbolic="ambiguous", timeout=5.0):
+    gate = ConvergenceGate(space, symbolic=symbolic, timeout=timeout, workers=1)
+    try:
+        (verdict,) = gate.evaluate([parse(text, space)])
+    finally:
+        gate.close()
+    return verdict, gate.stats
+
+
+# ------------------------------------------------------------------------------ validity
+
+
+@pytest.mark.parametrize("space_name", ["cls_softmax", "cls_sigmoid", "reg"])
+def test_ready_losses_are_valid(spaces, space_name):
+    """Every ready loss is finite, with finite gradients, on the probe batch (edge values included)."""
+    space = spaces[space_name]
+    gate = ValidityGate(space)
+    for name, text in space.losses.items():
+        verdict = gate.check(parse(text, space))
+        assert verdict.passed, (name, verdict.reason)
+        assert verdict.gate == "validity"
+
+
+def test_sqrt_of_logits_is_rejected_with_nan(softmax):
+    """Neg(Dot(Y,Sqrt(X))) gives NaN on negative logits: rejected, the reason says NaN loss and shows a row."""
+    verdict = ValidityGate(softmax).check(parse("Neg(Dot(Y,Sqrt(X)))", softmax))
+    assert not verdict.passed
+    assert verdict.reason.startswith("NaN loss on")
+    assert "X=" in verdict.reason and "Y=" in verdict.reason
+
+
+def test_infinite_gradient_is_rejected(softmax):
+    """sqrt(|x|) is finite but its gradient at x=0 is not (all-zero probe rows): rejected naming X."""
+    verdict = ValidityGate(softmax).check(parse("Neg(Dot(Y,Sqrt(Abs(X))))", softmax))
+    assert not verdict.passed
+    assert "gradient w.r.t. X" in verdict.reason
+
+
+def test_nan_regression_loss_is_rejected(reg):
+    """sqrt(i - u) is NaN wherever the boxes do not coincide."""
+    verdict = ValidityGate(reg).check(parse("Sqrt(Sub(I,U))", reg))
+    assert not verdict.passed and "NaN loss" in verdict.reason
+
+
+def test_validity_gate_evaluates_a_batch(softmax):
+    """evaluate() returns one verdict per candidate, in order."""
+    verdicts = ValidityGate(softmax).evaluate([parse("CE", softmax), parse("Neg(Dot(Y,Sqrt(X)))", softmax)])
+    assert [v.passed for v in verdicts] == [True, False]
+
+
+# ------------------------------------------------------------------------------ convergence: numeric
+
+
+@pytest.mark.parametrize("space_name", ["cls_softmax", "cls_sigmoid", "reg"])
+def test_ready_losses_pass_convergence(spaces, space_name):
+    """Every ready loss passes the convergence gate (grid, sympy only where the grid is unsure)."""
+    space = spaces[space_name]
+    gate = ConvergenceGate(space, symbolic="ambiguous", timeout=5, workers=1)
+    try:
+        verdicts = gate.evaluate([parse(text, space) for text in space.losses.values()])
+    finally:
+        gate.close()
+    for name, verdict in zip(space.losses, verdicts):
+        assert verdict.passed, (name, verdict.reason)
+
+
+@pytest.mark.parametrize("space_name, text, reason", [
+    # log-softmax without the negation rewards a low positive score
+    ("cls_softmax", "Dot(Y,Log(Softmax(X)))", "increases with the positive score"),
+    # monotone (x_neg - x_pos) but the gradient never vanishes
+    ("cls_softmax", "Add(Dot(Sub(1,Y),X),Neg(Dot(Y,X)))", "gradient does not vanish"),
+    ("cls_sigmoid", "Add(Mul(Sub(1,Y),X),Neg(Mul(Y,X)))", "gradient does not vanish"),
+    # ignores the negative score: cannot increase with it
+    ("cls_softmax", "Neg(Dot(Y,Log(Sig(X))))", "does not depend on the negative score"),
+    # IoU itself: larger is better, so it shrinks with distance
+    ("reg", "Div(I,U)", "shrinks as the prediction moves away"),
+    # e/e is constant: does not grow with distance
+    ("reg", "Div(E,E)", "does not grow with the distance"),
+    ("cls_softmax", "Neg(Dot(Y,Sqrt(X)))", "not finite"),
+])
+def test_convergence_rejects_with_the_right_reason(spaces, space_name, text, reason):
+    """Losses breaking monotonicity, vanishing gradient or distance consistency are rejected, saying which."""
+    verdict, _ = convergence(spaces[space_name], text)
+    assert not verdict.passed
+    assert reason in verdict.reason
+    assert verdict.metrics["decided_by"] == "numeric"
+
+
+def test_numeric_check_never_raises(softmax):
+    """A candidate whose evaluation raises is a failing finding, not a crash."""
+    broken = Node("op", "Nope", "column", (Node("input", "X", "matrix"),))
+    finding = numeric_check(softmax, broken)
+    assert finding.status == "fail" and finding.reason.startswith("raised KeyError")
+    assert numeric_check(softmax, parse("CE", softmax)).status == "pass"
+
+
+def test_invalid_symbolic_mode_is_refused(softmax):
+    """symbolic must be one of always / ambiguous / never."""
+    with pytest.raises(ValueError):
+        ConvergenceGate(softmax, symbolic="sometimes")
+
+
+# ------------------------------------------------------------------------------ convergence: sympy
+
+
+def test_symbolic_check_proves_ce(softmax):
+    """sympy proves CE: decreasing in the positive score, increasing in the negative, gradient -> 0."""
+    finding = symbolic_check(softmax, "Neg(Dot(Y,Log(Softmax(X))))")
+    assert finding.status == "pass"
+    assert finding.reason.startswith("sympy:")
+
+
+def test_symbolic_check_refutes_log_softmax_without_negation(softmax):
+    """sympy refutes Dot(Y,Log(Softmax(X))): not decreasing in the positive score."""
+    finding = symbolic_check(softmax, "Dot(Y,Log(Softmax(X)))")
+    assert finding.status == "fail"
+    assert "not strictly decreasing in the positive score" in finding.reason
+
+
+@pytest.mark.parametrize("space_name, text, reason", [
+    ("cls_softmax", "Add(Dot(Sub(1,Y),X),Neg(Dot(Y,X)))", "does not tend to 0"),
+    ("reg", "Div(I,U)", "decreases somewhere"),
+])
+def test_symbolic_check_refutes_other_failures(spaces, space_name, text, reason):
+    """sympy also refutes a non-vanishing gradient and a loss that shrinks with distance."""
+    finding = symbolic_check(spaces[space_name], text)
+    assert finding.status == "fail" and reason in finding.reason
+
+
+def test_symbolic_check_proves_iou(reg):
+    """sympy proves 1 - IoU non-decreasing along every path."""
+    assert symbolic_check(reg, "IoU").status == "pass"
+
+
+def test_gate_always_symbolic_decides_ce_by_sympy(softmax):
+    """ConvergenceGate(symbolic='always') runs sympy in a worker and reports decided_by == 'sympy'."""
+    verdict, stats = convergence(softmax, "CE", symbolic="always", timeout=20)
+    assert verdict.passed
+    assert verdict.metrics["decided_by"] == "sympy"
+    assert verdict.reason.startswith("sympy:")
+    assert stats == {"numeric": 1, "symbolic": 1, "symbolic_timeouts": 0}
+
+
+def test_gate_never_symbolic_decides_by_grid(softmax):
+    """symbolic='never' keeps the grid verdict and starts no sympy work."""
+    verdict, stats = convergence(softmax, "CE", symbolic="never")
+    assert verdict.passed and verdict.metrics["decided_by"] == "numeric"
+    assert stats["symbolic"] == 0
+
+
+def test_sympy_timeout_keeps_the_numeric_verdict(sigmoid):
+    """When sympy overruns its time limit the grid verdict stands and the reason says sympy was undecided."""
+    verdict, stats = convergence(sigmoid, "CSE-Autoloss-B_cls", symbolic="always", timeout=0.5)
+    assert verdict.passed
+    assert verdict.metrics["decided_by"] == "numeric"
+    assert "sympy undecided" in verdict.reason
+    assert stats["symbolic_timeouts"] == 1
+
+
+def test_check_one_uses_sympy_by_default(reg):
+    """check_one (the CLI's path) asks sympy by default."""
+    verdict = check_one(reg, parse("GIoU", reg), timeout=20)
+    assert verdict.passed and verdict.metrics["decided_by"] == "sympy"
+
+
+def test_sympy_verdicts_are_cached_per_gate(softmax):
+    """A gate asks sympy once per expression, however often the expression comes back."""
+    gate = ConvergenceGate(softmax, symbolic="always", timeout=20, workers=1)
+    try:
+        node = parse("CE", softmax)
+        first = gate.evaluate([node, node])
+        second = gate.evaluate([node])
+    finally:
+        gate.close()
+    assert [v.passed for v in first + second] == [True, True, True]
+    assert gate.stats["symbolic"] == 1 and gate.stats["numeric"] == 3
+
+
+# ------------------------------------------------------------------------------ equivalence
+
+CE_SPELLINGS = [
+    "Neg(Dot(Y,Log(Softmax(X))))",
+    "Dot(Y,Neg(Log(Softmax(X))))",
+    "Dot(Neg(Y),Log(Softmax(X)))",
+    "Sub(Dot(Y,Log(Softmax(X))),Mul(2,Dot(Y,Log(Softmax(X)))))",
+    "Sub(1,Add(1,Dot(Y,Log(Softmax(X)))))",
+]
+
+DOUBLE_IOU_SPELLINGS = [
+    "Mul(2,Sub(1,Div(I,U)))",
+    "Add(Sub(1,Div(I,U)),Sub(1,Div(I,U)))",
+    "Sub(2,Mul(2,Div(I,U)))",
+]
+
+
+def test_ce_spellings_share_a_fingerprint(softmax):
+    """Five spellings of cross-entropy have one fingerprint."""
+    prints = {fingerprint(softmax, parse(text, softmax)) for text in CE_SPELLINGS}
+    assert len(prints) == 1 and None not in prints
+
+
+def test_doubled_iou_spellings_share_a_fingerprint(reg):
+    """2 * (1 - i/u), (1 - i/u) + (1 - i/u) and 2 - 2 i/u have one fingerprint."""
+    prints = {fingerprint(reg, parse(text, reg)) for text in DOUBLE_IOU_SPELLINGS}
+    assert len(prints) == 1 and None not in prints
+
+
+def test_fl_rewrite_shares_a_fingerprint(sigmoid):
+    """FL with (1-s)^2 written as Mul(Sub(1,Sig(X)),Sub(1,Sig(X))) or as its authors' Add(1,Neg(..)) form."""
+    rewrite = ("Neg(Add(Mul(Y,Mul(Mul(Add(1,Neg(Sig(X))),Sub(1,Sig(X))),Log(Sig(X)))),"
+               "Mul(Sub(1,Y),Mul(Mul(Sig(X),Sig(X)),Log(Add(1,Neg(Sig(X))))))))")
+    assert fingerprint(sigmoid, parse(rewrite, sigmoid)) == fingerprint(sigmoid, parse("FL", sigmoid))
+
+
+@pytest.mark.parametrize("space_name, a, b", [
+    ("cls_softmax", "CE", "CEI"),
+    ("cls_softmax", "CEI", "CSE-Autoloss-A_cls"),
+    ("cls_sigmoid", "FL", "FLI"),
+    ("reg", "IoU", "GIoU"),
+    ("reg", "IoU", "Mul(2,Sub(1,Div(I,U)))"),
+])
+def test_different_losses_have_different_fingerprints(spaces, space_name, a, b):
+    """Different functions are told apart."""
+    space = spaces[space_name]
+    assert fingerprint(space, parse(a, space)) != fingerprint(space, parse(b, space))
+
+
+def test_equivalence_gate_rejects_the_second_spelling_naming_the_first(softmax):
+    """The first spelling passes, later ones are duplicates of it; a different loss passes."""
+    gate = EquivalenceGate(softmax)
+    verdicts = gate.evaluate([parse(text, softmax) for text in CE_SPELLINGS[:3]] + [parse("CEI", softmax)])
+    assert [v.passed for v in verdicts] == [True, False, False, True]
+    for duplicate in verdicts[1:3]:
+        assert duplicate.metrics["duplicate_of"] == CE_SPELLINGS[0]
+        assert CE_SPELLINGS[0] in duplicate.reason
+    assert verdicts[0].metrics["fingerprint"] == verdicts[1].metrics["fingerprint"]
+
+
+def test_equivalence_gate_accepts_the_same_expression_again(softmax):
+    """Re-checking the first expression itself is not a duplicate."""
+    gate = EquivalenceGate(softmax)
+    node = parse("CE", softmax)
+    assert gate.check(node).passed and gate.check(node).passed
+
+
+def test_equivalence_gate_preloaded_from_a_store(reg):
+    """seen can be preloaded (a resumed search): a rewrite of a stored loss is a duplicate of it."""
+    key = fingerprint(reg, parse(DOUBLE_IOU_SPELLINGS[0], reg))
+    gate = EquivalenceGate(reg, seen={key: DOUBLE_IOU_SPELLINGS[0]})
+    verdict = gate.check(parse(DOUBLE_IOU_SPELLINGS[2], reg))
+    assert not verdict.passed and verdict.metrics["duplicate_of"] == DOUBLE_IOU_SPELLINGS[0]
+
+
+def test_verdict_prints_gate_outcome_and_reason():
+    """A verdict prints as 'gate: pass|REJECT - reason'."""
+    assert str(Verdict("validity", False, "NaN loss")) == "validity: REJECT - NaN loss"
+    assert str(Verdict("convergence", True, "ok")) == "convergence: pass - ok"
