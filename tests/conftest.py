@@ -1,10 +1,9 @@
-"""Shared fixtures: the bundled search spaces (loaded once) and small helpers."""
+"""Shared fixtures: the bundled search spaces, loaded once per session."""
 
 from __future__ import annotations
 
 import pytest
 
-from autoloss.loss.expression import parse
 from autoloss.loss.space import load_space
 
 SPACE_NAMES = ("cls_softmax", "cls_sigmoid", "reg")
@@ -29,9 +28,3 @@ def sigmoid(spaces):
 @pytest.fixture(scope="session")
 def reg(spaces):
     return spaces["reg"]
-
-
-@pytest.fixture(scope="session")
-def tree():
-    """``tree(space, text)``: parse an expression (or a ready loss name) in a space."""
-    return lambda space, text: parse(text, space)

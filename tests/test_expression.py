@@ -147,7 +147,7 @@ def test_deep_nesting_within_the_length_limit_is_refused_not_recursed(softmax):
 
 def test_huge_integer_literal_is_refused(softmax):
     """A 5000-digit constant is an ExpressionError like any constant not in the space."""
-    with pytest.raises(ExpressionError):
+    with pytest.raises(ExpressionError, match="is not in this space"):
         parse("Neg(Dot(Y,Add(X," + "9" * 5000 + ")))", softmax)
 
 

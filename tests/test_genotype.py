@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -69,13 +73,6 @@ def test_deap_conversion_is_identity(genotypes, bred, space_name):
 
 # ------------------------------------------------------------------------------ well-formed offspring
 
-def _log_of_unary_constant(node) -> bool:
-    """Log(op(1)) with a unary op: the pattern that crashes compile_loss (a reported bug)."""
-    return any(n.kind == "op" and n.name == "Log" and n.children[0].kind == "op"
-               and len(n.children[0].children) == 1 and n.children[0].children[0].kind == "const"
-               and n.children[0].children[0].name == "1" for n in node.walk())
-
-
 OUTPUT_SHAPES = {"cls_softmax": (56, 1), "cls_sigmoid": (56, NUM_CLASSES), "reg": (40,)}
 
 
@@ -100,8 +97,6 @@ def test_bred_trees_compile_and_run_on_the_probe_batch(spaces, bred, space_name)
     space = spaces[space_name]
     batch = probe_batch(space)
     for node in {str(n): n for n in bred[space_name]}.values():
-        if _log_of_unary_constant(node):
-            continue  # known compile bug, see test_losses.py::test_log_of_a_unary_op_on_the_constant_1_compiles
         out = compile_loss(node, space.output)(**batch)
         assert tuple(out.shape) == OUTPUT_SHAPES[space_name], str(node)
         assert out.dtype == torch.float64
@@ -205,16 +200,10 @@ for _ in range(30):
 
 def test_breeding_is_reproducible_across_processes():
     """The same seed breeds the same trees in a fresh interpreter (resumed runs depend on it)."""
-    import subprocess
-    import sys
-
     runs = [subprocess.run([sys.executable, "-c", _BREED_SCRIPT], capture_output=True, text=True, timeout=120)
             for _ in range(2)]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr
     ns: dict = {}
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()) as here:
         exec(_BREED_SCRIPT, ns)  # noqa: S102 - our own script, run in this process for comparison
     assert runs[0].stdout == runs[1].stdout == here.getvalue()

@@ -198,7 +198,7 @@ def test_wrongly_typed_value_is_a_user_error(tmp_path, text):
     """A value of the wrong type (empty list, word for a number, list for a mapping) is a UserError."""
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="search space .*bad.yaml: "):
         load_space(path)
 
 

@@ -273,6 +273,7 @@ class Evolution:
             passing = [r for r in candidates if mos_scores.get(r.id) is not None and mos_scores[r.id] >= bar]
             passing.sort(key=lambda r: (-mos_scores[r.id], r.index))
             to_proxy = passing[: cfg.top_k]
+            self._record_mos_selection(candidates, mos_scores, bar, to_proxy)
             self.progress.gate("mos", len(candidates), len(to_proxy))
         proxy = self._evaluate(to_proxy, "proxy", cfg.proxy_timeout)
         scored = [(v.metrics["fitness"], r) for r in to_proxy if (v := proxy.get(r.id)) and v.passed]
@@ -292,6 +293,23 @@ class Evolution:
             "best": best[1].genotype if best else None,
         }
         return summary
+
+    def _record_mos_selection(self, candidates, scores: dict, bar: float, selected) -> None:
+        """Rewrite each evaluated MOS verdict as the gate's decision: threshold, then the top K."""
+        chosen = {r.id for r in selected}
+        for row in candidates:
+            stored = self.store.verdict(row.id, "mos")
+            if scores.get(row.id) is None or stored is None:
+                continue  # the evaluation itself failed: already recorded as such
+            score = scores[row.id]
+            if row.id in chosen:
+                reason = f"score {score:.4f} >= threshold {bar:.4f}, in the top {self.config.top_k}"
+            elif score < bar:
+                reason = f"score {score:.4f} below the threshold {bar:.4f} (previous generation's best)"
+            else:
+                reason = f"score {score:.4f} passed the threshold but not in the top {self.config.top_k}"
+            self.store.add_verdict(row.id, "mos", row.id in chosen, reason, stored.metrics, stored.status,
+                                   stored.seconds)
 
     # ------------------------------------------------------------------ the run
 
