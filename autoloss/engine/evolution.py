@@ -235,18 +235,25 @@ class Evolution:
         return seen
 
     def _cheap_gates(self, rows, generation: int):
+        """Run the in-process gates in order; verdicts already in the store (a resumed run) are kept,
+        not recomputed, so a resume never depends on timing (sympy's time limit)."""
         gates = self.problem.cheap_gates(self.config.strategy, self._seen_fingerprints(generation))
         survivors = list(rows)
-        individuals = {row.id: self.genotype.parse(row.genotype) for row in rows}
         for gate in gates:
-            verdicts = gate.evaluate([individuals[r.id] for r in survivors])
-            passed = []
-            for row, verdict in zip(survivors, verdicts):
+            stored = {row.id: self.store.verdict(row.id, gate.name) for row in survivors}
+            if hasattr(gate, "seen"):  # the equivalence gate: what this generation already passed
+                for row in survivors:
+                    verdict = stored[row.id]
+                    if verdict is not None and verdict.passed and "fingerprint" in verdict.metrics:
+                        gate.seen.setdefault(verdict.metrics["fingerprint"], row.genotype)
+            fresh_rows = [row for row in survivors if stored[row.id] is None]
+            fresh = gate.evaluate([self.genotype.parse(row.genotype) for row in fresh_rows]) if fresh_rows else []
+            for row, verdict in zip(fresh_rows, fresh):
                 self.store.add_verdict(row.id, gate.name, verdict.passed, verdict.reason, verdict.metrics)
                 if "fingerprint" in verdict.metrics and row.fingerprint is None:
                     self.store.set_fingerprint(row.id, verdict.metrics["fingerprint"])
-                if verdict.passed:
-                    passed.append(row)
+                stored[row.id] = verdict
+            passed = [row for row in survivors if stored[row.id].passed]
             self.progress.gate(gate.name, len(survivors), len(passed))
             survivors = passed
             close = getattr(gate, "close", None)
