@@ -61,12 +61,9 @@ class SearchSpace:
 
 def bundled_dir() -> Path:
     """The folder of the bundled search spaces, in an installed wheel or in a source checkout."""
-    try:
-        path = Path(str(resources.files("autoloss.search_spaces")))
-        if path.is_dir() and any(path.glob("*.yaml")):
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
+    installed = Path(str(resources.files("autoloss"))) / "search_spaces"
+    if any(installed.glob("*.yaml")):
+        return installed
     return Path(__file__).resolve().parents[2] / "search_spaces"
 
 
