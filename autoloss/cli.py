@@ -32,9 +32,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     # The ready losses of the space seed the equivalence gate, so a rewrite of CE is named as such.
     known = EquivalenceGate(space)
+    names = {}
     for name, text in space.losses.items():
-        known.check(genotype.parse(text))
-    names = {str(genotype.parse(text)): name for name, text in space.losses.items()}
+        ready = genotype.parse(text)
+        known.check(ready)
+        names[str(ready)] = name
 
     verdicts = [ValidityGate(space).check(node)]
     if verdicts[0].passed:
