@@ -1,0 +1,292 @@
+"""Reading and validating a user's COCO-format detection dataset directory.
+
+Every problem found is raised as one :class:`autoloss.errors.UserError` whose message names the
+file (or directory) and the problem, so the CLI can print it as a single line.
+
+Accepted layouts of ``data_dir``::
+
+    annotations/instances_train*.json   + train*/ image folder   (e.g. instances_train2017.json, train2017/)
+    annotations/instances_val*.json     + val*/   image folder   (optional: see below)
+
+which is also the layout :func:`autoloss.data.synthetic.make_synthetic_coco` writes. When there is
+only a training annotation file, a validation split is carved out of it with a fixed seed and
+written to ``<data_dir>/.autoloss/instances_{train,val}_carved.json`` (the user's files are never
+modified); if ``data_dir`` is read-only, the carved files go to ``<work_dir>/data_cache/<key>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoloss.errors import UserError
+
+REQUIRED_KEYS = ("images", "annotations", "categories")
+FILE_SAMPLE = 20
+
+
+@dataclass
+class CocoSplits:
+    """Where a dataset's two splits are, once validated.
+
+    ``categories`` holds the category names in category-id order (the ``classes`` of an MMDetection
+    dataset); ``category_ids`` the matching ids. When the validation split was carved out of the
+    training annotations, both image dirs are the training image dir and ``carved`` is True.
+    """
+
+    train_ann: str
+    val_ann: str
+    train_img_dir: str
+    val_img_dir: str
+    categories: list
+    num_train: int
+    num_val: int
+    category_ids: list = None
+    carved: bool = False
+
+
+def load_coco(ann_file) -> dict:
+    """Load and check one COCO annotation file: valid JSON, the three keys, consistent references."""
+    path = Path(ann_file)
+    if not path.is_file():
+        raise UserError(f"{path}: annotation file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot be read ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a COCO annotation file must hold a JSON object, found {type(data).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise UserError(f"{path}: not a COCO detection file, missing key(s) {', '.join(repr(k) for k in missing)}")
+    for key in REQUIRED_KEYS:
+        if not isinstance(data[key], list):
+            raise UserError(f"{path}: '{key}' must be a list, found {type(data[key]).__name__}")
+    if not data["categories"]:
+        raise UserError(f"{path}: 'categories' is empty")
+
+    image_ids = set()
+    for i, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            raise UserError(f"{path}: images[{i}] needs an 'id' and a 'file_name'")
+        if image["id"] in image_ids:
+            raise UserError(f"{path}: images[{i}] repeats image id {image['id']!r}")
+        image_ids.add(image["id"])
+    category_ids = set()
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            raise UserError(f"{path}: categories[{i}] needs an 'id' and a 'name'")
+        if cat["id"] in category_ids:
+            raise UserError(f"{path}: categories[{i}] repeats category id {cat['id']!r}")
+        category_ids.add(cat["id"])
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise UserError(f"{path}: annotations[{i}] is not an object")
+        if ann.get("image_id") not in image_ids:
+            raise UserError(f"{path}: annotations[{i}] (id {ann.get('id')!r}) refers to unknown image id "
+                            f"{ann.get('image_id')!r}")
+        if ann.get("category_id") not in category_ids:
+            raise UserError(f"{path}: annotations[{i}] (id {ann.get('id')!r}) refers to unknown category id "
+                            f"{ann.get('category_id')!r}; known ids are {sorted(category_ids, key=str)}")
+        bbox = ann.get("bbox")
+        if (not isinstance(bbox, list) or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+            raise UserError(f"{path}: annotations[{i}] (id {ann.get('id')!r}) needs a 'bbox' of 4 numbers "
+                            f"[x, y, w, h], found {bbox!r}")
+    return data
+
+
+def check_image_files(data: dict, ann_file, img_dir, sample: int = FILE_SAMPLE, seed: int = 0) -> None:
+    """Check that the image folder exists and that a seeded sample of up to ``sample`` files is there."""
+    img_dir = Path(img_dir)
+    if not img_dir.is_dir():
+        raise UserError(f"{img_dir}: image folder for {Path(ann_file).name} not found")
+    names = sorted(str(image["file_name"]) for image in data["images"])
+    if len(names) > sample:
+        names = random.Random(seed).sample(names, sample)
+    missing = [name for name in names if not (img_dir / name).is_file()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise UserError(f"{Path(ann_file)}: {len(missing)} of {len(names)} sampled image files are missing "
+                        f"from {img_dir} ({shown})")
+
+
+def find_coco_splits(data_dir, val_fraction: float = 0.2, seed: int = 0, work_dir=None,
+                     check_files: bool = True) -> CocoSplits:
+    """Find, validate and (if needed) split a COCO dataset directory; see the module docstring."""
+    root = Path(data_dir)
+    if not root.exists():
+        raise UserError(f"{root}: dataset directory not found")
+    if not root.is_dir():
+        raise UserError(f"{root}: dataset path is not a directory")
+    ann_dir = root / "annotations"
+    train_ann = _find_annotation(ann_dir, "train")
+    val_ann = _find_annotation(ann_dir, "val")
+    if train_ann is None:
+        looked = f"{ann_dir}/instances_train.json, instances_train2017.json, instances_train*.json"
+        if val_ann is not None:
+            raise UserError(f"{root}: found {val_ann.name} but no training annotation file (looked for {looked})")
+        raise UserError(f"{root}: no COCO annotation file found (looked for {looked} "
+                        f"and {ann_dir}/instances_val*.json)")
+
+    train = load_coco(train_ann)
+    train_img_dir = _find_image_dir(root, "train", train_ann)
+    if check_files:
+        check_image_files(train, train_ann, train_img_dir, seed=seed)
+    if not train["images"]:
+        raise UserError(f"{train_ann}: 'images' is empty")
+    names, ids = _category_names(train)
+
+    if val_ann is not None:
+        val = load_coco(val_ann)
+        val_img_dir = _find_image_dir(root, "val", val_ann)
+        if check_files:
+            check_image_files(val, val_ann, val_img_dir, seed=seed)
+        if _category_names(val) != (names, ids):
+            raise UserError(f"{val_ann}: categories differ from those of {train_ann.name}; both splits need "
+                            f"the same category ids and names")
+        return CocoSplits(str(train_ann), str(val_ann), str(train_img_dir), str(val_img_dir), names,
+                          len(train["images"]), len(val["images"]), ids, carved=False)
+
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    train_part, val_part = carve_split(train, val_fraction, seed)
+    out_dir = _carve_dir(root, train_ann, val_fraction, seed, work_dir)
+    info = {"autoloss_carved_from": str(train_ann), "val_fraction": val_fraction, "seed": seed}
+    carved_train = out_dir / "instances_train_carved.json"
+    carved_val = out_dir / "instances_val_carved.json"
+    _write_json(carved_train, {**train_part, "info": {**info, "split": "train"}})
+    _write_json(carved_val, {**val_part, "info": {**info, "split": "val"}})
+    return CocoSplits(str(carved_train), str(carved_val), str(train_img_dir), str(train_img_dir), names,
+                      len(train_part["images"]), len(val_part["images"]), ids, carved=True)
+
+
+def carve_split(data: dict, val_fraction: float, seed: int):
+    """Split a COCO dict by image into (train, val) dicts; deterministic for a seed."""
+    image_ids = sorted(image["id"] for image in data["images"])
+    if len(image_ids) < 2:
+        raise UserError("cannot carve a validation split out of fewer than 2 training images")
+    random.Random(seed).shuffle(image_ids)
+    n_val = min(len(image_ids) - 1, max(1, round(val_fraction * len(image_ids))))
+    val_ids = set(image_ids[:n_val])
+    parts = []
+    for keep in (lambda i: i not in val_ids, lambda i: i in val_ids):
+        parts.append({
+            "images": [im for im in data["images"] if keep(im["id"])],
+            "annotations": [a for a in data["annotations"] if keep(a["image_id"])],
+            "categories": data["categories"],
+            "licenses": data.get("licenses", []),
+        })
+    return parts[0], parts[1]
+
+
+def sample_verify_set(ann_file, out_file, seed: int = 0) -> dict:
+    """Write D_verify of CSE-Autoloss: one training image per category, with all its annotations.
+
+    For each category in id order, a random image (drawn with ``seed``) containing that category is
+    chosen, preferring images not already chosen. So the set holds exactly one image per category
+    whenever enough distinct images exist; when a category can only be covered by an image already
+    chosen for an earlier category, that image is shared and counted once (fewer images than
+    categories). Categories with no annotation at all cannot be covered and are listed under
+    ``"uncovered"``. The output keeps the full ``categories`` list of the input.
+
+    Returns ``{"images": number of images, "categories": number of categories covered,
+    "uncovered": [ids of categories with no image]}``.
+    """
+    data = load_coco(ann_file)
+    images_of = {}
+    for ann in data["annotations"]:
+        images_of.setdefault(ann["category_id"], set()).add(ann["image_id"])
+    rng = random.Random(seed)
+    chosen, uncovered, covered = [], [], 0
+    for cat in sorted(data["categories"], key=lambda c: c["id"]):
+        candidates = sorted(images_of.get(cat["id"], ()), key=lambda i: (str(type(i)), i))
+        if not candidates:
+            uncovered.append(cat["id"])
+            continue
+        fresh = [i for i in candidates if i not in chosen]
+        pick = rng.choice(fresh or candidates)
+        if pick not in chosen:
+            chosen.append(pick)
+        covered += 1
+    keep = set(chosen)
+    by_id = {image["id"]: image for image in data["images"]}
+    out = {
+        "info": {"description": "D_verify: one image per category", "source": str(ann_file), "seed": seed},
+        "licenses": data.get("licenses", []),
+        "images": [by_id[i] for i in chosen],
+        "annotations": [a for a in data["annotations"] if a["image_id"] in keep],
+        "categories": data["categories"],
+    }
+    _write_json(Path(out_file), out)
+    return {"images": len(chosen), "categories": covered, "uncovered": uncovered}
+
+
+def _find_annotation(ann_dir: Path, split: str):
+    if not ann_dir.is_dir():
+        return None
+    for exact in (f"instances_{split}.json", f"instances_{split}2017.json"):
+        if (ann_dir / exact).is_file():
+            return ann_dir / exact
+    matches = sorted(p for p in ann_dir.glob(f"instances_{split}*.json")
+                     if p.is_file() and "_carved" not in p.name)
+    return matches[0] if matches else None
+
+
+def _find_image_dir(root: Path, split: str, ann_file: Path) -> Path:
+    suffix = ann_file.stem[len(f"instances_{split}"):]  # "2017" for instances_train2017.json
+    candidates = [root / f"{split}{suffix}", root / split, root / "images" / f"{split}{suffix}",
+                  root / "images" / split]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    others = sorted(p for p in root.glob(f"{split}*") if p.is_dir())
+    if others:
+        return others[0]
+    raise UserError(f"{root}: image folder for {ann_file.name} not found (looked for "
+                    f"{', '.join(str(c.relative_to(root)) + '/' for c in candidates[:2])} and {split}*/)")
+
+
+def _category_names(data: dict):
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    return [str(c["name"]) for c in cats], [c["id"] for c in cats]
+
+
+def _is_writable(directory: Path) -> bool:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write_probe_{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def _carve_dir(root: Path, train_ann: Path, val_fraction: float, seed: int, work_dir) -> Path:
+    local = root / ".autoloss"
+    if _is_writable(local):
+        return local
+    if work_dir is None:
+        raise UserError(f"{root}: read-only, and no work directory was given for the carved validation split")
+    key = hashlib.sha1(f"{train_ann.resolve()}|{val_fraction}|{seed}".encode()).hexdigest()[:12]
+    cache = Path(work_dir) / "data_cache" / key
+    if not _is_writable(cache):
+        raise UserError(f"{cache}: cannot write the carved validation split here")
+    return cache
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""MMDetection glue: the only sub-package that imports mmdet."""

@@ -1,0 +1,263 @@
+"""Datasets: the synthetic COCO generator, reading and validating COCO dirs, and D_verify sampling."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from autoloss.data import coco as coco_mod
+from autoloss.data.coco import CocoSplits, find_coco_splits, load_coco, sample_verify_set
+from autoloss.data.synthetic import make_synthetic_coco
+from autoloss.errors import UserError
+
+SMALL = dict(num_train=24, num_val=6)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    return out, make_synthetic_coco(out)
+
+
+def test_generator_is_deterministic(tmp_path):
+    a = make_synthetic_coco(tmp_path / "a", **SMALL, seed=3)
+    b = make_synthetic_coco(tmp_path / "b", **SMALL, seed=3)
+    for key in ("train_ann", "val_ann"):
+        assert Path(a[key]).read_bytes() == Path(b[key]).read_bytes()
+    for split in ("train", "val"):
+        for name in ("000000.png", "000005.png"):
+            pa = np.asarray(Image.open(tmp_path / "a" / split / name))
+            pb = np.asarray(Image.open(tmp_path / "b" / split / name))
+            assert np.array_equal(pa, pb)
+    c = make_synthetic_coco(tmp_path / "c", **SMALL, seed=4)
+    assert Path(c["train_ann"]).read_bytes() != Path(a["train_ann"]).read_bytes()
+
+
+def test_generator_writes_valid_coco(synth):
+    out, summary = synth
+    assert summary["num_train"] == 64 and summary["num_val"] == 16
+    for split, n in (("train", 64), ("val", 16)):
+        coco = COCO(summary[f"{split}_ann"])
+        assert len(coco.getImgIds()) == n
+        assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["square", "circle", "triangle", "cross"]
+        for image in coco.loadImgs(coco.getImgIds()):
+            path = out / split / image["file_name"]
+            with Image.open(path) as im:
+                assert im.size == (image["width"], image["height"]) == (128, 128)
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
+            assert 1 <= len(anns) <= 4
+            for ann in anns:
+                x, y, w, h = ann["bbox"]
+                assert x >= 0 and y >= 0 and x + w <= 128 and y + h <= 128
+                assert 12 <= max(w, h) <= 48 and ann["iscrowd"] == 0 and 0 < ann["area"] <= w * h
+    train = json.loads(Path(summary["train_ann"]).read_text())
+    assert {a["category_id"] for a in train["annotations"]} == {1, 2, 3, 4}
+
+
+def test_bboxes_are_tight(synth):
+    """The pixels just outside a box on a solid background match the background, inside they don't."""
+    out, summary = synth
+    train = json.loads(Path(summary["train_ann"]).read_text())
+    ann = next(a for a in train["annotations"] if a["category_id"] == 1)  # a square fills its box
+    image = next(i for i in train["images"] if i["id"] == ann["image_id"])
+    pixels = np.asarray(Image.open(out / "train" / image["file_name"])).astype(int)
+    x, y, w, h = ann["bbox"]
+    inside = pixels[y:y + h, x:x + w].reshape(-1, 3)
+    assert (inside == inside[0]).all()  # one flat colour: the box holds only the square
+
+
+def test_generator_is_idempotent(tmp_path):
+    first = make_synthetic_coco(tmp_path, **SMALL)
+    assert first["regenerated"]
+    stamp = Path(first["train_ann"]).stat().st_mtime_ns
+    again = make_synthetic_coco(tmp_path, **SMALL)
+    assert not again["regenerated"]
+    assert Path(first["train_ann"]).stat().st_mtime_ns == stamp
+    assert again["num_train_annotations"] == first["num_train_annotations"]
+    other = make_synthetic_coco(tmp_path, **SMALL, seed=9)  # different parameters: rewritten
+    assert other["regenerated"]
+    assert len(list((tmp_path / "train").glob("*.png"))) == SMALL["num_train"]
+
+
+def test_generator_is_fast(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    make_synthetic_coco(tmp_path)
+    assert time.perf_counter() - start < 5
+
+
+def test_find_splits_on_synthetic_layout(synth):
+    out, _ = synth
+    splits = find_coco_splits(out)
+    assert isinstance(splits, CocoSplits)
+    assert splits.categories == ["square", "circle", "triangle", "cross"]
+    assert (splits.num_train, splits.num_val, splits.carved) == (64, 16, False)
+    assert Path(splits.train_img_dir) == out / "train" and Path(splits.val_img_dir) == out / "val"
+
+
+def test_find_splits_coco2017_names(tmp_path, synth):
+    out, _ = synth
+    (tmp_path / "annotations").mkdir()
+    for split in ("train", "val"):
+        shutil.copy(out / "annotations" / f"instances_{split}.json",
+                    tmp_path / "annotations" / f"instances_{split}2017.json")
+        shutil.copytree(out / split, tmp_path / f"{split}2017")
+    splits = find_coco_splits(tmp_path)
+    assert Path(splits.train_img_dir) == tmp_path / "train2017"
+    assert Path(splits.val_ann).name == "instances_val2017.json"
+
+
+def _train_only(tmp_path, synth) -> Path:
+    out, _ = synth
+    data = tmp_path / "data"
+    (data / "annotations").mkdir(parents=True)
+    shutil.copy(out / "annotations" / "instances_train.json", data / "annotations")
+    shutil.copytree(out / "train", data / "train")
+    return data
+
+
+def test_carved_val_split(tmp_path, synth):
+    data = _train_only(tmp_path, synth)
+    original = (data / "annotations" / "instances_train.json").read_bytes()
+    splits = find_coco_splits(data, val_fraction=0.25, seed=0)
+    assert splits.carved and (splits.num_train, splits.num_val) == (48, 16)
+    assert Path(splits.val_ann) == data / ".autoloss" / "instances_val_carved.json"
+    assert splits.val_img_dir == splits.train_img_dir
+    train, val = COCO(splits.train_ann), COCO(splits.val_ann)
+    train_ids, val_ids = set(train.getImgIds()), set(val.getImgIds())
+    assert not train_ids & val_ids and train_ids | val_ids == set(range(1, 65))
+    assert {a["image_id"] for a in val.dataset["annotations"]} <= val_ids
+    assert (data / "annotations" / "instances_train.json").read_bytes() == original
+    first_val = Path(splits.val_ann).read_bytes()
+    assert Path(find_coco_splits(data, val_fraction=0.25, seed=0).val_ann).read_bytes() == first_val
+    find_coco_splits(data, val_fraction=0.25, seed=1)
+    assert Path(splits.val_ann).read_bytes() != first_val
+
+
+def test_carved_split_goes_to_work_dir_when_data_is_read_only(tmp_path, synth, monkeypatch):
+    data = _train_only(tmp_path, synth)
+    real = coco_mod._is_writable
+    monkeypatch.setattr(coco_mod, "_is_writable", lambda d: False if data in Path(d).parents else real(d))
+    with pytest.raises(UserError, match="read-only"):
+        find_coco_splits(data)
+    splits = find_coco_splits(data, work_dir=tmp_path / "work")
+    assert Path(splits.val_ann).is_relative_to(tmp_path / "work")
+    assert not (data / ".autoloss").exists()
+
+
+def _broken(tmp_path, synth, mutate=None, text=None) -> Path:
+    out, _ = synth
+    data = tmp_path / "broken"
+    shutil.copytree(out, data)
+    ann = data / "annotations" / "instances_train.json"
+    if text is not None:
+        ann.write_text(text)
+    elif mutate is not None:
+        coco = json.loads(ann.read_text())
+        mutate(coco)
+        ann.write_text(json.dumps(coco))
+    return data
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(UserError, match="dataset directory not found") as err:
+        find_coco_splits(tmp_path / "nope")
+    assert "nope" in str(err.value)
+
+
+def test_no_annotation_file(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    with pytest.raises(UserError, match="no COCO annotation file found") as err:
+        find_coco_splits(tmp_path)
+    assert "instances_train.json" in str(err.value) and "instances_val" in str(err.value)
+
+
+def test_corrupt_json(tmp_path, synth):
+    data = _broken(tmp_path, synth, text='{"images": [')
+    with pytest.raises(UserError, match="not valid JSON") as err:
+        find_coco_splits(data)
+    assert "instances_train.json" in str(err.value)
+
+
+def test_missing_keys(tmp_path, synth):
+    data = _broken(tmp_path, synth, mutate=lambda c: c.pop("categories"))
+    with pytest.raises(UserError, match="missing key.*'categories'") as err:
+        find_coco_splits(data)
+    assert "instances_train.json" in str(err.value)
+
+
+def test_unknown_category(tmp_path, synth):
+    data = _broken(tmp_path, synth, mutate=lambda c: c["annotations"][3].update(category_id=99))
+    with pytest.raises(UserError, match="unknown category id 99") as err:
+        find_coco_splits(data)
+    assert "instances_train.json" in str(err.value)
+
+
+def test_unknown_image(tmp_path, synth):
+    data = _broken(tmp_path, synth, mutate=lambda c: c["annotations"][0].update(image_id=12345))
+    with pytest.raises(UserError, match="unknown image id 12345"):
+        find_coco_splits(data)
+
+
+def test_missing_image_folder(tmp_path, synth):
+    data = _broken(tmp_path, synth)
+    shutil.rmtree(data / "val")
+    with pytest.raises(UserError, match="image folder for instances_val.json not found"):
+        find_coco_splits(data)
+
+
+def test_missing_image_files(tmp_path, synth):
+    data = _broken(tmp_path, synth)
+    for png in sorted((data / "train").glob("*.png"))[::2]:
+        png.unlink()
+    with pytest.raises(UserError, match="sampled image files are missing") as err:
+        find_coco_splits(data)
+    assert "instances_train.json" in str(err.value)
+    assert find_coco_splits(data, check_files=False).num_train == 64
+
+
+def test_verify_set_one_image_per_category(tmp_path, synth):
+    _, summary = synth
+    result = sample_verify_set(summary["train_ann"], tmp_path / "verify.json", seed=0)
+    assert result == {"images": 4, "categories": 4, "uncovered": []}
+    verify = COCO(str(tmp_path / "verify.json"))
+    assert len(verify.getImgIds()) == 4
+    assert verify.dataset["categories"] == load_coco(summary["train_ann"])["categories"]
+    for cat in verify.getCatIds():
+        assert verify.getImgIds(catIds=[cat])
+    train = load_coco(summary["train_ann"])
+    n_train_anns = sum(a["image_id"] in set(verify.getImgIds()) for a in train["annotations"])
+    assert len(verify.dataset["annotations"]) == n_train_anns  # every annotation of a chosen image
+
+
+def test_verify_set_is_seeded(tmp_path, synth):
+    _, summary = synth
+    sample_verify_set(summary["train_ann"], tmp_path / "a.json", seed=0)
+    sample_verify_set(summary["train_ann"], tmp_path / "b.json", seed=0)
+    sample_verify_set(summary["train_ann"], tmp_path / "c.json", seed=1)
+    a, b, c = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "abc")
+    assert a == b
+    assert [i["id"] for i in a["images"]] != [i["id"] for i in c["images"]]
+
+
+def test_verify_set_shares_an_image_when_it_must(tmp_path):
+    coco = {
+        "images": [{"id": 1, "file_name": "1.png"}, {"id": 2, "file_name": "2.png"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [9, 9, 5, 5]},
+            {"id": 3, "image_id": 2, "category_id": 3, "bbox": [0, 0, 5, 5]},
+        ],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"},
+                       {"id": 4, "name": "d"}],
+    }
+    (tmp_path / "in.json").write_text(json.dumps(coco))
+    result = sample_verify_set(tmp_path / "in.json", tmp_path / "out.json")
+    assert result == {"images": 2, "categories": 3, "uncovered": [4]}
