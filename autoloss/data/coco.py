@@ -49,6 +49,18 @@ class CocoSplits:
     carved: bool = False
 
 
+def _unique_ids(path, data: dict, key: str, field: str, what: str) -> set:
+    """The ids of data[key], each entry a dict with an 'id' and ``field``, no id repeated."""
+    ids = set()
+    for i, entry in enumerate(data[key]):
+        if not isinstance(entry, dict) or "id" not in entry or field not in entry:
+            raise UserError(f"{path}: {key}[{i}] needs an 'id' and a '{field}'")
+        if entry["id"] in ids:
+            raise UserError(f"{path}: {key}[{i}] repeats {what} id {entry['id']!r}")
+        ids.add(entry["id"])
+    return ids
+
+
 def load_coco(ann_file) -> dict:
     """Load and check one COCO annotation file: valid JSON, the three keys, consistent references."""
     path = Path(ann_file)
@@ -72,20 +84,8 @@ def load_coco(ann_file) -> dict:
     if not data["categories"]:
         raise UserError(f"{path}: 'categories' is empty")
 
-    image_ids = set()
-    for i, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
-            raise UserError(f"{path}: images[{i}] needs an 'id' and a 'file_name'")
-        if image["id"] in image_ids:
-            raise UserError(f"{path}: images[{i}] repeats image id {image['id']!r}")
-        image_ids.add(image["id"])
-    category_ids = set()
-    for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-            raise UserError(f"{path}: categories[{i}] needs an 'id' and a 'name'")
-        if cat["id"] in category_ids:
-            raise UserError(f"{path}: categories[{i}] repeats category id {cat['id']!r}")
-        category_ids.add(cat["id"])
+    image_ids = _unique_ids(path, data, "images", "file_name", "image")
+    category_ids = _unique_ids(path, data, "categories", "name", "category")
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise UserError(f"{path}: annotations[{i}] is not an object")
