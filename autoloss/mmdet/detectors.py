@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mmengine.config import Config, ConfigDict
 
+import autoloss.mmdet.heads  # noqa: F401  (registers the IoUAware* heads in mmdet's MODELS)
 import autoloss.mmdet.losses  # noqa: F401  (registers the Searched* losses in mmdet's MODELS)
 from autoloss.data.coco import CocoSplits
 from autoloss.errors import UserError
@@ -29,6 +30,12 @@ BUNDLED = {
 }
 
 TWO_STAGE, ONE_STAGE = "two_stage", "one_stage"
+
+# stock head type -> its IoU-aware version (autoloss.mmdet.heads), for load_detector_config(iou_aware_heads=True)
+IOU_AWARE_HEADS = {
+    "Shared2FCBBoxHead": "IoUAwareShared2FCBBoxHead",
+    "FCOSHead": "IoUAwareFCOSHead",
+}
 
 
 def _bundled_dirs() -> list[Path]:
@@ -134,7 +141,7 @@ def _rescale_schedule(cfg, max_iters: int) -> None:
 
 def load_detector_config(name_or_path, data_splits: CocoSplits, work_dir, max_iters: int | None = None,
                          batch_size: int | None = None, cls_loss: dict | None = None,
-                         reg_loss: dict | None = None) -> Config:
+                         reg_loss: dict | None = None, iou_aware_heads: bool = False) -> Config:
     """Read a detector config and fill it in for ``data_splits``.
 
     Sets the train/val/test datasets' (absolute) annotation files and image folders, their classes
@@ -142,7 +149,8 @@ def load_detector_config(name_or_path, data_splits: CocoSplits, work_dir, max_it
     the searched head, ``work_dir``, and optionally ``max_iters`` (rescaling the schedule) and the
     training batch size. ``cls_loss`` / ``reg_loss`` replace ``loss_cls`` / ``loss_bbox`` of the RoI
     bbox head (two-stage) or of the bbox head (one-stage); without a ``loss_weight`` they keep the
-    replaced loss's weight. Returns an :class:`mmengine.Config`.
+    replaced loss's weight. ``iou_aware_heads=True`` swaps the searched head's type for its
+    IoU-aware version (:data:`IOU_AWARE_HEADS`; a :class:`UserError` for another type). Returns an :class:`mmengine.Config`.
     """
     path = detector_config_path(name_or_path)
     try:
@@ -181,6 +189,9 @@ def load_detector_config(name_or_path, data_splits: CocoSplits, work_dir, max_it
         if kind == TWO_STAGE:
             head.reg_decoded_bbox = True  # IoU-type losses need decoded boxes
 
+    if iou_aware_heads:
+        use_iou_aware_heads(head)
+
     if max_iters is not None:
         if int(max_iters) < 1:
             raise UserError(f"max_iters must be at least 1, got {max_iters}")
@@ -195,6 +206,17 @@ def load_detector_config(name_or_path, data_splits: CocoSplits, work_dir, max_it
     cfg.work_dir = str(Path(work_dir).resolve())
     cfg.setdefault("default_scope", "mmdet")
     return cfg
+
+
+def use_iou_aware_heads(head) -> None:
+    """Swap ``head.type`` for its IoU-aware version (see :data:`IOU_AWARE_HEADS`), in place."""
+    kind = head.get("type")
+    if kind in IOU_AWARE_HEADS.values():
+        return
+    if kind not in IOU_AWARE_HEADS:
+        raise UserError(f"no IoU-aware version of head type {kind!r}; "
+                        f"supported: {', '.join(IOU_AWARE_HEADS)}")
+    head.type = IOU_AWARE_HEADS[kind]
 
 
 def build_detector(cfg):
