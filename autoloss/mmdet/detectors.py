@@ -1,8 +1,8 @@
 """The bundled MMDetection proxy detectors: find a config, fill it in for a dataset, build the model.
 
 The configs live in ``detectors/`` at the top of the repository and ship inside the wheel as
-``autoloss/detectors`` (see pyproject.toml). They are self-contained MMDetection 3.x configs (no
-``_base_``), with placeholder dataset paths and class counts that :func:`load_detector_config`
+``autoloss/detectors`` (see pyproject.toml). They are MMDetection 3.x configs (the R50 ones
+self-contained, the small variants inheriting from them by a relative ``_base_``), with placeholder dataset paths and class counts that :func:`load_detector_config`
 fills in from a :class:`autoloss.data.coco.CocoSplits`.
 
 Importing this module imports :mod:`autoloss.mmdet.losses`, so the ``Searched*`` loss modules are
