@@ -2,8 +2,9 @@
 
 The configs live in ``detectors/`` at the top of the repository and ship inside the wheel as
 ``autoloss/detectors`` (see pyproject.toml). They are MMDetection 3.x configs (the R50 ones
-self-contained, the small variants inheriting from them by a relative ``_base_``), with placeholder dataset paths and class counts that :func:`load_detector_config`
-fills in from a :class:`autoloss.data.coco.CocoSplits`.
+self-contained, the small variants inheriting from them by a relative ``_base_``), with placeholder
+dataset paths and class counts that :func:`load_detector_config` fills in from a
+:class:`autoloss.data.coco.CocoSplits`.
 
 Importing this module imports :mod:`autoloss.mmdet.losses`, so the ``Searched*`` loss modules are
 registered without any ``custom_imports`` in the config.
