@@ -1,10 +1,10 @@
 """The bundled MMDetection proxy detectors: find a config, fill it in for a dataset, build the model.
 
 The configs live in ``detectors/`` at the top of the repository and ship inside the wheel as
-``autoloss/detectors`` (see pyproject.toml). They are MMDetection 3.x configs (the R50 ones
-self-contained, the small variants inheriting from them by a relative ``_base_``), with placeholder
-dataset paths and class counts that :func:`load_detector_config` fills in from a
-:class:`autoloss.data.coco.CocoSplits`.
+``autoloss/detectors`` (see pyproject.toml). They are MMDetection 3.x configs
+(``coco_detection.py`` holds the shared data, schedule and runtime; the others build on it by
+relative ``_base_``), with placeholder dataset paths and class counts that
+:func:`load_detector_config` fills in from a :class:`autoloss.data.coco.CocoSplits`.
 
 Importing this module imports :mod:`autoloss.mmdet.losses`, so the ``Searched*`` loss modules are
 registered without any ``custom_imports`` in the config.
