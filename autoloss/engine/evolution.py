@@ -66,6 +66,8 @@ class Problem:
     evaluate: Callable[[dict, str, str, int], dict]
     task: dict
     baseline: str | None = None  # the individual to compare with (default: the initial one)
+    metric: str = "fitness"  # what ``fitness`` measures, for people (e.g. "accuracy", "mAP")
+    start_method: str | None = None  # multiprocessing start method its local workers need (None: default)
 
 
 @dataclass

@@ -146,9 +146,10 @@ def run_job_remote(fn: Callable[[Any], Any], item: Any) -> Any:
 
 
 def make_executor(kind: str, workers: int | None = None, address: str | None = None,
-                  num_gpus: float | None = None):
+                  num_gpus: float | None = None, start_method: str | None = None):
+    """``start_method`` applies to local workers (Ray starts its own processes)."""
     if kind == "local":
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, context=start_method)
     if kind == "ray":
         if num_gpus is None:
             num_gpus = 1.0 if visible_gpus() else 0.0

@@ -15,8 +15,8 @@ def _fmt(value) -> str:
 
 
 class Progress:
-    def __init__(self, enabled: bool = True, live: bool | None = None, stream=None):
-        self.enabled = enabled
+    def __init__(self, enabled: bool = True, live: bool | None = None, stream=None, metric: str = "fitness"):
+        self.enabled, self.metric = enabled, metric
         self.stream = stream or sys.stdout
         self.live_mode = enabled and (self.stream.isatty() if live is None else live)
         self.started = time.monotonic()
@@ -35,7 +35,7 @@ class Progress:
 
     def baseline(self, fitness):
         self.state["baseline"] = fitness
-        self._log(f"baseline fitness {_fmt(fitness)}")
+        self._log(f"baseline {self.metric} {_fmt(fitness)}")
 
     def generation(self, generation: int, total: int, size: int):
         self.generation_started = time.monotonic()
@@ -52,7 +52,7 @@ class Progress:
             self.state["failures"] += 1
         elif stage == "proxy" and (self.state["best"] is None or fitness > self.state["best"]):
             self.state["best"] = fitness
-            self._log(f"  new best {fitness:.4f}: {genotype}")
+            self._log(f"  new best {self.metric} {fitness:.4f}: {genotype}")
         self._refresh()
 
     def generation_done(self, summary: dict, best: list):
@@ -60,7 +60,7 @@ class Progress:
         if best:
             self.state["best"] = best[0].fitness
         self._log(f"  generation {summary['generation'] + 1} done: best this generation "
-                  f"{_fmt(summary.get('best_fitness'))}, best so far {_fmt(self.state['best'])}{self._eta()}")
+                  f"{_fmt(summary.get('best_fitness'))}, best {self.metric} so far {_fmt(self.state['best'])}{self._eta()}")
 
     def close(self):
         if self._live is not None:
@@ -87,7 +87,7 @@ class Progress:
             table.add_column(col)
         for name, n_in, n_out in s["funnel"]:
             table.add_row(name, str(n_in), str(n_out))
-        table.caption = (f"best {_fmt(s['best'])} (baseline {_fmt(s['baseline'])}), {s['evaluations']} evaluations, "
+        table.caption = (f"best {self.metric} {_fmt(s['best'])} (baseline {_fmt(s['baseline'])}), {s['evaluations']} evaluations, "
                          f"{s['failures']} failed, {time.monotonic() - self.started:.0f} s{self._eta()}")
         return table
 
