@@ -2,7 +2,8 @@
 
 This is where the generic engine meets losses: the strategy decides the cheap gates (the CSE
 pipeline runs validity, equivalence and convergence property verification; the paper's baselines run
-validity only), and a task supplies the picklable evaluation of the expensive stages.
+validity only), and a task supplies the picklable evaluation of the expensive stages: the cheap
+noisy-digits task (:func:`task_problem`) or an MMDetection detector (:func:`detection_problem`).
 """
 
 from __future__ import annotations
@@ -44,4 +45,26 @@ def task_problem(task: str, space: SearchSpace, params: dict | None = None, **ga
         cheap_gates=lambda strategy, seen: loss_gates(space, strategy, seen, **gate_options),
         evaluate=noisy_digits.evaluate,
         task=settings.to_dict(),
+        metric="accuracy",
+    )
+
+
+def detection_problem(task, **gate_options) -> Problem:
+    """A loss search on an MMDetection detector (:class:`autoloss.tasks.detection.DetectionTask`).
+
+    Detector workers are spawned, not forked: a fork of a process whose OpenMP (libgomp) thread pool
+    is running can hang in the child, and mmcv/torch use OpenMP.
+    """
+    from autoloss.loss.space import load_space
+    from autoloss.tasks import detection
+
+    space = load_space(task.space)
+    genotype = LossGenotype(space)
+    return Problem(
+        genotype=genotype,
+        cheap_gates=lambda strategy, seen: loss_gates(space, strategy, seen, **gate_options),
+        evaluate=detection.evaluate,
+        task=task.to_dict(),
+        metric="mAP",
+        start_method="spawn",
     )
