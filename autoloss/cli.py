@@ -53,6 +53,26 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(v.passed for v in verdicts) else 1
 
 
+# Evolution defaults (the paper's Algorithm 1 at a modest size), and the small budget of --demo.
+SEARCH_DEFAULTS = {"population": 100, "generations": 5, "top_k": 10, "parents": 5, "max_mos": None,
+                   "mos_iters": 30, "proxy_iters": None}
+DEMO_DEFAULTS = {"population": 24, "generations": 2, "top_k": 2, "parents": 2, "max_mos": 4,
+                 "mos_iters": 30, "proxy_iters": 200}
+DEMO_DETECTORS = {"faster_rcnn": "faster_rcnn_small", "fcos": "fcos_small"}
+
+
+def _resolve_defaults(args: argparse.Namespace) -> None:
+    """Fill the options left unset: the --demo budget when --demo, else the search defaults."""
+    defaults = {**SEARCH_DEFAULTS, **(DEMO_DEFAULTS if args.demo else {})}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for key in ("proxy_iters", "mos_iters", "batch_size", "steps"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -60,19 +80,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from autoloss.engine.executors import make_executor
     from autoloss.engine.progress import Progress
     from autoloss.engine.store import RunStore
-    from autoloss.loss.space import load_space
-    from autoloss.problems import task_problem
 
-    if args.detector:
-        raise UserError("detector proxies (--detector) are not available in this version yet; "
-                        "use --task noisy-digits")
-    if not args.task:
-        raise UserError("choose what to search on: --task noisy-digits")
-    space_name = args.space or {"cls": "cls_softmax", "reg": "reg"}[args.branch]
-    space = load_space(space_name)
-    if space.branch != args.branch:
-        raise UserError(f"space '{space.name}' is a {space.branch} space, not {args.branch}")
-    out = Path(args.out or f"runs/{args.task}-{args.branch}-{args.strategy}-seed{args.seed}")
+    if args.detector and args.task:
+        raise UserError("choose one of --task and --detector")
+    if args.demo and not args.detector:
+        raise UserError("--demo runs a detector search: add --detector faster_rcnn (or fcos)")
+    if not (args.task or args.detector):
+        raise UserError("choose what to search on: --detector faster_rcnn|fcos|CONFIG (with --data DIR or "
+                        "--demo), or the cheap --task noisy-digits")
+    _resolve_defaults(args)
+    name = Path(args.detector).stem if args.detector else args.task
+    prefix = "demo-" if args.demo else ""
+    out = Path(args.out or f"runs/{prefix}{name}-{args.branch}-{args.strategy}-seed{args.seed}")
     db = out / "run.sqlite"
     if db.exists() and not args.resume:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
@@ -86,33 +105,105 @@ def _cmd_search(args: argparse.Namespace) -> int:
                               mos_timeout=args.mos_timeout, proxy_timeout=args.proxy_timeout)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    problem = task_problem(args.task, space, {"steps": args.steps} if args.steps else None)
     out.mkdir(parents=True, exist_ok=True)
+    if args.detector:
+        problem, extra = _detection_problem(args, out)
+    else:
+        problem, extra = _task_problem(args)
     store = RunStore(db)
-    executor = make_executor(args.executor, workers=args.workers, address=args.address)
+    executor = make_executor(args.executor, workers=args.workers, address=args.address,
+                             start_method=problem.start_method)
     try:
         try:
-            evolution = Evolution(problem, config, store, executor, Progress(enabled=not args.quiet),
-                                  extra_config={"task_name": args.task, "space": space.name})
+            evolution = Evolution(problem, config, store, executor, Progress(enabled=not args.quiet, metric=problem.metric),
+                                  extra_config=extra)
         except ValueError as exc:  # the stored config differs from these options
             raise UserError(f"cannot resume {out} with different options: {exc}") from None
         result = evolution.run()
+        _print_result(result, problem, store, db)
     finally:
         executor.close()
         store.close()
-    _print_result(result, problem.genotype, db)
     return 0
 
 
-def _print_result(result, genotype, db) -> None:
+def _task_problem(args: argparse.Namespace):
+    from autoloss.loss.space import load_space
+    from autoloss.problems import task_problem
+
+    for option in ("data", "proxy_iters", "batch_size"):
+        if getattr(args, option) not in (None, SEARCH_DEFAULTS.get(option)):
+            raise UserError(f"--{option.replace('_', '-')} applies to detector searches, not to --task")
+    space = load_space(args.space or {"cls": "cls_softmax", "reg": "reg"}[args.branch])
+    if space.branch != args.branch:
+        raise UserError(f"space '{space.name}' is a {space.branch} space, not {args.branch}")
+    problem = task_problem(args.task, space, {"steps": args.steps} if args.steps else None)
+    return problem, {"task_name": args.task, "space": space.name}
+
+
+def _detection_problem(args: argparse.Namespace, out):
+    from pathlib import Path
+
+    from autoloss.problems import detection_problem
+    from autoloss.tasks.detection import prepare_task
+
+    if args.steps is not None:
+        raise UserError("--steps applies to --task; a detector search takes --proxy-iters and --mos-iters")
+    detector = args.detector
+    if args.demo:
+        from autoloss.data.synthetic import make_synthetic_coco
+
+        if args.data:
+            raise UserError("--demo generates its own synthetic dataset: drop --data, or drop --demo")
+        detector = DEMO_DETECTORS.get(detector, detector)
+        args.data = str(out / "data")
+        made = make_synthetic_coco(args.data)
+        if not args.quiet:
+            print(f"demo: synthetic COCO dataset in {args.data} ({made['num_train']} train / "
+                  f"{made['num_val']} val images, {len(made['categories'])} categories); detector {detector}")
+    elif not args.data:
+        raise UserError("a detector search needs --data DIR (a COCO-format dataset), or --demo")
+    task, summary = prepare_task(detector, args.branch, args.data, out, space=args.space,
+                                 proxy_iters=args.proxy_iters, mos_iters=args.mos_iters,
+                                 batch_size=args.batch_size, seed=args.seed)
+    if not args.quiet:
+        print(f"detector {Path(summary['config']).name} ({summary['kind']}), branch {args.branch}, "
+              f"space {summary['space']}; train {summary['train_images']} / val {summary['val_images']} images"
+              f"{' (val carved out of train)' if summary['carved_val'] else ''}, {summary['categories']} "
+              f"categories, D_verify {summary['verify_images']} images; proxy {summary['proxy_iters']} "
+              f"iterations, MOS {summary['mos_iters']} (batch {summary['batch_size']})")
+        for note in summary["notes"]:
+            print(f"note: {note}")
+    return detection_problem(task), {"detector": detector, "space": summary["space"]}
+
+
+def _print_result(result, problem, store, db) -> None:
+    genotype, metric = problem.genotype, problem.metric
     base = result.baseline.fitness if result.baseline else None
-    print(f"\nbest losses ({result.proxy_evaluations} proxy evaluations this session; store: {db})")
+    print(f"\nbest losses by {metric} ({result.proxy_evaluations} proxy evaluations this session; store: {db})")
     if base is not None:
-        print(f"  baseline {base:.4f}  {result.baseline.genotype}")
-    for rank, item in enumerate([b for b in result.best if b.generation >= 0][:5], 1):
+        print(f"  baseline {metric} {base:.4f}  {result.baseline.genotype}")
+    else:
+        print(f"  baseline: no {metric} ({_baseline_failure(store)})")
+    found = [b for b in result.best if b.generation >= 0][:5]
+    if not found:
+        print("  no candidate finished its proxy evaluation")
+    for rank, item in enumerate(found, 1):
         delta = f" ({item.fitness - base:+.4f})" if base is not None else ""
         infix = genotype.describe(genotype.parse(item.genotype))["infix"]
-        print(f"  {rank}. {item.fitness:.4f}{delta}  gen {item.generation}  {item.genotype}\n       {infix}")
+        print(f"  {rank}. {metric} {item.fitness:.4f}{delta}  gen {item.generation}  {item.genotype}\n       {infix}")
+
+
+def _baseline_failure(store) -> str:
+    from autoloss.engine.evolution import BASELINE_GENERATION
+
+    for row in store.candidates():
+        if row.generation == BASELINE_GENERATION:
+            for stage in ("proxy", "mos"):
+                verdict = store.verdict(row.id, stage)
+                if verdict is not None and not verdict.passed:
+                    return f"{stage} failed: {verdict.reason}"
+    return "not evaluated"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,22 +229,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evolve loss functions. Every candidate and verdict goes to RUN_DIR/run.sqlite as soon "
                     "as it is known; --resume continues a killed run where it stopped.")
     target = search.add_argument_group("what to search")
-    target.add_argument("--task", choices=["noisy-digits"], help="a cheap built-in proxy task")
-    target.add_argument("--detector", help="an MMDetection proxy detector (not available in this version)")
-    target.add_argument("--branch", choices=["cls", "reg"], default="cls")
-    target.add_argument("--space", help="search space name or YAML file (default: cls_softmax / reg)")
-    target.add_argument("--steps", type=int, help="proxy training steps (task default if omitted)")
+    target.add_argument("--detector", help="an MMDetection proxy detector: faster_rcnn, fcos (R50-FPN, as in "
+                                           "the paper), faster_rcnn_small, fcos_small (ResNet-18, 128 px, for "
+                                           "CPUs), or the path of your own MMDetection config")
+    target.add_argument("--branch", choices=["cls", "reg"], default="cls",
+                        help="the loss to search; the other keeps the config's (GIoU; CE or FL) (default: cls)")
+    target.add_argument("--data", help="COCO-format dataset: annotations/instances_{train,val}*.json and the "
+                                       "image folders (without a val split, one is carved out of train)")
+    target.add_argument("--demo", action="store_true",
+                        help="generate a synthetic dataset and run a small search on the CPU variant of "
+                             "--detector (about 10 minutes on 2 cores)")
+    target.add_argument("--task", choices=["noisy-digits"], help="a cheap built-in proxy task instead of a detector")
+    target.add_argument("--space", help="search space name or YAML file (default: cls_softmax or cls_sigmoid "
+                                        "after the detector's head, reg)")
+    target.add_argument("--proxy-iters", type=int,
+                        help="proxy training iterations (default: one epoch of the training split)")
+    target.add_argument("--mos-iters", type=int, help="model optimisation simulation iterations on D_verify "
+                                                     "(default: 30)")
+    target.add_argument("--batch-size", type=int, help="training images per iteration (default: the config's)")
+    target.add_argument("--steps", type=int, help="--task only: proxy training steps (task default if omitted)")
     evo = search.add_argument_group("evolution (the paper's Algorithm 1)")
     evo.add_argument("--strategy", choices=["cse", "vanilla", "random"], default="cse")
     evo.add_argument("--mode", choices=["generational", "steady-state"], default="generational")
-    evo.add_argument("--population", type=int, default=100, help="N, candidates per generation")
-    evo.add_argument("--generations", type=int, default=5, help="E")
-    evo.add_argument("--top-k", type=int, default=10, help="K, MOS survivors sent to the proxy")
-    evo.add_argument("--parents", type=int, default=5, help="P, parents of the next generation")
+    evo.add_argument("--population", type=int, help="N, candidates per generation (default: 100)")
+    evo.add_argument("--generations", type=int, help="E (default: 5)")
+    evo.add_argument("--top-k", type=int, help="K, MOS survivors sent to the proxy (default: 10)")
+    evo.add_argument("--parents", type=int, help="P, parents of the next generation (default: 5)")
     evo.add_argument("--crossover", type=float, default=0.5, help="p1")
     evo.add_argument("--mutation", type=float, default=0.8, help="p2")
     evo.add_argument("--mos-margin", type=float, default=0.0, help="pass MOS at >= threshold - margin")
-    evo.add_argument("--max-mos", type=int, help="at most this many MOS runs per generation")
+    evo.add_argument("--max-mos", type=int, help="at most this many MOS runs per generation (default: all)")
     evo.add_argument("--seed", type=int, default=0)
     run = search.add_argument_group("running")
     run.add_argument("--executor", choices=["local", "ray"], default="local")
@@ -161,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: start a local one)")
     run.add_argument("--mos-timeout", type=float, default=600.0, help="seconds per MOS evaluation")
     run.add_argument("--proxy-timeout", type=float, default=3600.0, help="seconds per proxy evaluation")
-    run.add_argument("--out", help="run directory (default: runs/<task>-<branch>-<strategy>-seed<seed>)")
+    run.add_argument("--out", help="run directory (default: runs/[demo-]<detector or task>-<branch>-<strategy>-seed<seed>)")
     run.add_argument("--resume", action="store_true", help="continue the run stored in --out")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     search.set_defaults(handler=_cmd_search)

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from autoloss.cli import build_parser, main
-
-
-def autoloss(*args: str, script: bool = False) -> subprocess.CompletedProcess:
-    command = ["autoloss"] if script else [sys.executable, "-m", "autoloss.cli"]
-    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=120)
-
-
-def assert_clean_error(result: subprocess.CompletedProcess, *words: str) -> None:
-    """Exit 2, nothing on stdout, one 'autoloss: error:' line on stderr, no traceback."""
-    assert result.returncode == 2, result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("autoloss: error:")
-    assert "Traceback" not in result.stderr
-    for word in words:
-        assert word in lines[0]
+from cli_helpers import assert_clean_error, autoloss
 
 
 def test_check_cei_passes_and_prints_formula_and_verdicts():
