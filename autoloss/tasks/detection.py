@@ -119,27 +119,9 @@ class DetectionTask:
         cls_loss, reg_loss = self.losses(expression)
         cfg = load_detector_config(self.detector, splits, work_dir, max_iters=iters, batch_size=self.batch_size,
                                    cls_loss=cls_loss, reg_loss=reg_loss, iou_aware_heads=self.branch == "cls")
-        # one process per evaluation already: load data in it, nothing to fork
-        for key in ("train_dataloader", "test_dataloader"):
-            cfg[key].num_workers = 0
-            cfg[key].persistent_workers = False
         if stage == "mos":  # D_verify is tiny: never ask for more images per batch than it has
             cfg.train_dataloader.batch_size = min(cfg.train_dataloader.batch_size, len(self.categories))
-        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None  # scored once, by test() after training
-        cfg.train_cfg.val_interval = iters + 1
-        cfg.test_evaluator.outfile_prefix = None
-        hooks = cfg.default_hooks
-        hooks.checkpoint = None
-        hooks.pop("visualization", None)  # draws nothing unless asked; not one of mmengine's defaults
-        hooks.logger.interval = max(1, min(int(hooks.logger.get("interval", 50)), iters))
-        # keep this process's start method (mmengine would force 'fork' on a spawned worker)
-        cfg.env_cfg.setdefault("mp_cfg", {})["mp_start_method"] = multiprocessing.get_start_method()
-        cfg.randomness = dict(seed=int(seed), deterministic=False)
-        cfg.log_level = "WARNING"
-        name = f"{stage}-{_short_hash(expression)}-s{seed}-{time.time_ns()}"
-        cfg.experiment_name = name  # unique: mmengine keys its logger and visualizer instances by it
-        cfg.visualizer.name = name
-        return cfg
+        return finish_run_config(cfg, iters, seed, f"{stage}-{_short_hash(expression)}-s{seed}")
 
     # ------------------------------------------------------------------ one run
 
@@ -152,16 +134,14 @@ class DetectionTask:
         work_dir = Path(self.work_root) / stage / f"{_short_hash(expression)}-s{seed}"
         work_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        threads = _set_threads(self.threads)
+        threads = set_threads(self.threads)
         try:
-            with _output_to(work_dir / "run.log"):
+            with output_to(work_dir / "run.log"):
                 metrics, final_loss = self._train_and_test(expression, stage, seed, work_dir)
         finally:
-            _set_threads(threads)
+            set_threads(threads)
         return {
-            "fitness": _metric(metrics, "bbox_mAP"),
-            "mAP_50": _metric(metrics, "bbox_mAP_50"),
-            "mAP_75": _metric(metrics, "bbox_mAP_75"),
+            **scores(metrics),
             "stage": stage,
             "iters": self.mos_iters if stage == "mos" else self.proxy_iters,
             "final_loss": final_loss,
@@ -170,18 +150,53 @@ class DetectionTask:
         }
 
     def _train_and_test(self, expression: str, stage: str, seed: int, work_dir: Path) -> tuple[dict, float]:
-        from mmengine.runner import Runner
+        return train_and_test(self.config(expression, stage, seed, work_dir))
 
-        cfg = self.config(expression, stage, seed, work_dir)
-        runner = Runner.from_cfg(cfg)
-        watch = loss_watch()
-        runner.register_hook(watch, priority="VERY_HIGH")
-        try:
-            runner.train()
-            metrics = runner.test()
-        finally:
-            _release(runner)
-        return dict(metrics or {}), watch.last
+
+def finish_run_config(cfg, iters: int, seed: int, name: str):
+    """Make a filled-in detector config one scored training run, in place: train ``iters`` iterations
+    in this process (no dataloader workers), no validation loop and no checkpoints (``test()`` scores
+    once at the end), quiet logs, a seed, and a unique experiment name (``name`` + a timestamp)."""
+    for key in ("train_dataloader", "test_dataloader"):
+        cfg[key].num_workers = 0
+        cfg[key].persistent_workers = False
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.train_cfg.val_interval = iters + 1
+    cfg.test_evaluator.outfile_prefix = None
+    hooks = cfg.default_hooks
+    hooks.checkpoint = None
+    hooks.pop("visualization", None)  # draws nothing unless asked; not one of mmengine's defaults
+    hooks.logger.interval = max(1, min(int(hooks.logger.get("interval", 50)), iters))
+    # keep this process's start method (mmengine would force 'fork' on a spawned worker)
+    cfg.env_cfg.setdefault("mp_cfg", {})["mp_start_method"] = multiprocessing.get_start_method()
+    cfg.randomness = dict(seed=int(seed), deterministic=False)
+    cfg.log_level = "WARNING"
+    unique = f"{name}-{time.time_ns()}"
+    cfg.experiment_name = unique  # mmengine keys its logger and visualizer instances by it
+    cfg.visualizer.name = unique
+    return cfg
+
+
+def train_and_test(cfg) -> tuple[dict, float]:
+    """Train with ``cfg`` (see :func:`finish_run_config`) and test; ``(test metrics, last training
+    loss)``. Raises :class:`Diverged` as soon as the training loss is NaN or infinite."""
+    from mmengine.runner import Runner
+
+    runner = Runner.from_cfg(cfg)
+    watch = loss_watch()
+    runner.register_hook(watch, priority="VERY_HIGH")
+    try:
+        runner.train()
+        metrics = runner.test()
+    finally:
+        _release(runner)
+    return dict(metrics or {}), watch.last
+
+
+def scores(metrics: dict) -> dict:
+    """COCO bbox AP, AP50 and AP75 of a test run (0 where CocoMetric had nothing to score)."""
+    return {"fitness": _metric(metrics, "bbox_mAP"), "mAP_50": _metric(metrics, "bbox_mAP_50"),
+            "mAP_75": _metric(metrics, "bbox_mAP_75")}
 
 
 def _metric(metrics: dict, key: str) -> float:
@@ -233,7 +248,8 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _set_threads(threads: int) -> int:
+def set_threads(threads: int) -> int:
+    """Set torch's intra-op threads when ``threads`` > 0; return the previous number."""
     import torch
 
     before = torch.get_num_threads()
@@ -243,7 +259,7 @@ def _set_threads(threads: int) -> int:
 
 
 @contextlib.contextmanager
-def _output_to(path: Path):
+def output_to(path: Path):
     """Send this process's output to ``path``: ``sys.stdout``/``sys.stderr`` and file descriptors 1 and 2
     (what C code prints), whichever of them the caller had them pointing at."""
     sys.stdout.flush()
