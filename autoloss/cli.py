@@ -58,12 +58,16 @@ SEARCH_DEFAULTS = {"population": 100, "generations": 5, "top_k": 10, "parents": 
                    "mos_iters": 30, "proxy_iters": None}
 DEMO_DEFAULTS = {"population": 24, "generations": 2, "top_k": 2, "parents": 2, "max_mos": 4,
                  "mos_iters": 30, "proxy_iters": 200}
+# Seconds per evaluation: a detector's proxy is an epoch of its training set (hours on COCO).
+DETECTOR_TIMEOUTS = {"mos_timeout": 3600.0, "proxy_timeout": 24 * 3600.0}
+TASK_TIMEOUTS = {"mos_timeout": 600.0, "proxy_timeout": 3600.0}
 DEMO_DETECTORS = {"faster_rcnn": "faster_rcnn_small", "fcos": "fcos_small"}
 
 
 def _resolve_defaults(args: argparse.Namespace) -> None:
     """Fill the options left unset: the --demo budget when --demo, else the search defaults."""
-    defaults = {**SEARCH_DEFAULTS, **(DEMO_DEFAULTS if args.demo else {})}
+    timeouts = DETECTOR_TIMEOUTS if args.detector else TASK_TIMEOUTS
+    defaults = {**SEARCH_DEFAULTS, **timeouts, **(DEMO_DEFAULTS if args.demo else {})}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -315,8 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["local", "ray"], default="local")
     run.add_argument("--workers", type=int, help="parallel evaluations (default: one per GPU, else 1)")
     run.add_argument("--address", help="Ray cluster address (default: start a local one)")
-    run.add_argument("--mos-timeout", type=float, default=600.0, help="seconds per MOS evaluation")
-    run.add_argument("--proxy-timeout", type=float, default=3600.0, help="seconds per proxy evaluation")
+    run.add_argument("--mos-timeout", type=float, help="seconds per MOS evaluation (default: 1 hour for a "
+                                                       "detector, 600 for --task)")
+    run.add_argument("--proxy-timeout", type=float, help="seconds per proxy evaluation (default: 24 hours for a "
+                                                         "detector, whose proxy is an epoch; 3600 for --task)")
     run.add_argument("--out", help="run directory (default: runs/[demo-]<detector or task>-<branch>-<strategy>-seed<seed>)")
     run.add_argument("--resume", action="store_true", help="continue the run stored in --out")
     run.add_argument("--quiet", action="store_true", help="no progress output")
