@@ -1,0 +1,48 @@
+"""The report of a search run: figures and a Markdown summary written from RUN_DIR/run.sqlite.
+
+    from autoloss.report import write_report
+    written = write_report("runs/demo-faster_rcnn-cls-cse-seed0")  # -> RUN_DIR/report/report.md, *.png
+
+Modules: :mod:`~autoloss.report.run` reads the store, :mod:`~autoloss.report.formulas` prints
+genotypes, :mod:`~autoloss.report.figures` draws, :mod:`~autoloss.report.markdown` writes the text,
+:mod:`~autoloss.report.command` is the ``autoloss report`` subcommand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autoloss.report.command import add_parser
+
+__all__ = ["add_parser", "write_report"]
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None, top: int = 10) -> dict:
+    """Write report.md and its three figures for the run in ``run_dir`` (default out: RUN_DIR/report).
+
+    Returns ``{"report": path of report.md, "figures": {name: path of the PNG}, "notes": [what is
+    missing from a partial run]}``. Raises :class:`autoloss.errors.UserError` when ``run_dir`` holds no
+    run store.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from autoloss.report import figures
+    from autoloss.report.formulas import Formulas
+    from autoloss.report.markdown import FIGURES, render
+    from autoloss.report.run import open_store, read_run
+
+    run_dir = Path(run_dir)
+    with open_store(run_dir) as store:
+        run = read_run(store, run_dir, top=top)
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    formulas = Formulas(run.config)
+    written = {
+        "gate_funnel": figures.gate_funnel(run, out / FIGURES["funnel"]),
+        "fitness_per_generation": figures.fitness_per_generation(run, out / FIGURES["fitness"], formulas),
+        "candidates_over_time": figures.candidates_over_time(run, out / FIGURES["time"], formulas),
+    }
+    report = out / "report.md"
+    report.write_text(render(run, formulas), encoding="utf-8")
+    return {"report": report, "figures": written, "notes": run.notes + ([formulas.problem] if formulas.problem else [])}

@@ -1,0 +1,289 @@
+"""A search run as the report sees it: its store read once into plain data.
+
+:func:`open_store` checks that a directory holds a run store (one clear :class:`UserError` if not);
+:func:`read_run` gathers what the figures and the Markdown need: the config, the baseline, each
+generation's funnel and proxy fitness, every expensive evaluation in the order it finished, the
+hall of fame, the failed evaluations and notes on whatever is missing from a partial run.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoloss.engine.evolution import BASELINE_GENERATION
+from autoloss.engine.store import CandidateRow, RunStore, VerdictRow
+from autoloss.errors import UserError
+
+GATES = ("validity", "equivalence", "convergence", "mos", "proxy")  # pipeline order
+EXPENSIVE = ("mos", "proxy")
+GATE_TITLES = {"validity": "validity", "equivalence": "equivalence", "convergence": "convergence",
+               "mos": "MOS", "proxy": "proxy"}
+_STORE_TABLES = {"config", "candidates", "verdicts", "generations"}
+
+
+def open_store(run_dir: str | Path) -> RunStore:
+    """The run store of ``run_dir``; a UserError when there is none or the file is not one."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise UserError(f"{run_dir} does not exist: pass the --out directory of an `autoloss search` run")
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory: pass the --out directory of an `autoloss search` run")
+    db = run_dir / "run.sqlite"
+    if not db.is_file():
+        raise UserError(f"{run_dir} holds no run.sqlite: pass the --out directory of an `autoloss search` run")
+    try:  # read-only first: a file that is not a run store must not be touched
+        probe = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            has_config = _STORE_TABLES <= tables and probe.execute("SELECT COUNT(*) FROM config").fetchone()[0] > 0
+        finally:
+            probe.close()
+    except sqlite3.Error:
+        raise UserError(f"{db} is not a run store (not an SQLite database)") from None
+    if not _STORE_TABLES <= tables:
+        raise UserError(f"{db} is not a run store (an SQLite database without the run tables)")
+    if not has_config:
+        raise UserError(f"{db} holds no search yet (no run config stored)")
+    try:
+        return RunStore(db)
+    except sqlite3.Error as exc:  # e.g. a read-only folder: SQLite's WAL needs to write beside the file
+        raise UserError(f"cannot open {db}: {exc}") from None
+
+
+def metric_name(config: dict) -> str:
+    """What ``fitness`` measures: mAP for detector runs, accuracy for the built-in tasks."""
+    if config.get("detector"):
+        return "mAP"
+    if config.get("task_name"):
+        return "accuracy"
+    return "fitness"
+
+
+def failure_kind(verdict: VerdictRow) -> str:
+    """``ok``, or how an evaluation failed: diverged, timeout, crashed, error or failed (no fitness)."""
+    if verdict.status == "ok":
+        return "ok"
+    if verdict.reason.startswith("Diverged"):
+        return "diverged"
+    return verdict.status
+
+
+def _number(value) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One expensive evaluation (MOS or proxy) of one candidate."""
+
+    gate: str
+    candidate: CandidateRow
+    verdict: VerdictRow
+    reused: bool  # a copy of an earlier evaluation of the same genotype, not run again
+
+    @property
+    def fitness(self) -> float | None:
+        return _number(self.verdict.metrics.get("fitness")) if self.verdict.status == "ok" else None
+
+    @property
+    def kind(self) -> str:
+        return failure_kind(self.verdict)
+
+
+@dataclass
+class Generation:
+    """One generation: its funnel and its proxy results."""
+
+    number: int
+    bred: int
+    funnel: dict[str, dict[str, int]]
+    finished: bool
+    summary: dict | None
+    proxy: list[Evaluation] = field(default_factory=list)
+    best_so_far: float | None = None  # the hall of fame's best after this generation
+
+    @property
+    def fitnesses(self) -> list[float]:
+        return [e.fitness for e in self.proxy if e.fitness is not None]
+
+    @property
+    def best(self) -> Evaluation | None:
+        scored = [e for e in self.proxy if e.fitness is not None]
+        return max(scored, key=lambda e: (e.fitness, -e.candidate.index)) if scored else None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.fitnesses) if self.fitnesses else None
+
+    @property
+    def reached_proxy(self) -> int:
+        return self.funnel.get("proxy", {}).get("in", 0)
+
+    def rejected(self, gate: str) -> int:
+        return self.funnel.get(gate, {}).get("failed", 0)
+
+    @property
+    def stopped(self) -> int:
+        """Candidates that passed every gate they met but went no further (a MOS cap, a stopped run)."""
+        return self.bred - self.reached_proxy - sum(self.rejected(g) for g in GATES if g != "proxy")
+
+    @property
+    def mos_threshold(self) -> float | None:
+        return _number((self.summary or {}).get("mos_threshold"))
+
+
+@dataclass
+class Run:
+    """Everything the report shows about one run."""
+
+    run_dir: Path
+    store_path: Path
+    config: dict
+    metric: str
+    gates: list[str]  # the gates this run used, in pipeline order
+    baseline: CandidateRow | None
+    baseline_scores: dict[str, Evaluation]  # gate -> the baseline's MOS / proxy evaluation
+    generations: list[Generation]
+    evaluations: list[Evaluation]  # every MOS and proxy verdict of the search (not the baseline), as they finished
+    verdict_counts: dict[str, dict[str, int]]  # gate -> verdicts, passed, rejected (baseline included)
+    top: list[tuple[CandidateRow, VerdictRow, VerdictRow | None]]  # (candidate, proxy, MOS), best first
+    start: float | None
+    end: float | None
+    notes: list[str]
+
+    @property
+    def search(self) -> dict:
+        return self.config.get("search", {})
+
+    @property
+    def baseline_fitness(self) -> float | None:
+        evaluation = self.baseline_scores.get("proxy")
+        return evaluation.fitness if evaluation else None
+
+    @property
+    def failures(self) -> list[Evaluation]:
+        """The MOS and proxy trainings (the baseline's included) that ended without a fitness."""
+        return [e for e in list(self.baseline_scores.values()) + self.evaluations if not e.reused and e.kind != "ok"]
+
+
+def _ordered(gates) -> list[str]:
+    known = [g for g in GATES if g in gates]
+    return known + sorted(set(gates) - set(known))
+
+
+def read_run(store: RunStore, run_dir: Path, top: int = 10) -> Run:
+    """Read from ``store`` everything the report shows; ``top`` is the number of best losses kept."""
+    config = store.load_config() or {}
+    candidates = {c.id: c for c in store.candidates()}
+    verdicts = store.verdicts()
+    finished = set(store.finished_generations())
+
+    evaluations, baseline_scores, first = [], {}, {}
+    for verdict in sorted((v for v in verdicts if v.gate in EXPENSIVE),
+                          key=lambda v: (v.created, candidates[v.candidate_id].generation,
+                                         candidates[v.candidate_id].index, v.gate)):
+        row = candidates[verdict.candidate_id]
+        earlier = first.setdefault((row.genotype, verdict.gate), verdict)
+        # the engine copies an earlier evaluation of the same genotype: same metrics, same seconds
+        reused = earlier is not verdict and (earlier.metrics, earlier.seconds, earlier.status) == (
+            verdict.metrics, verdict.seconds, verdict.status)
+        evaluation = Evaluation(verdict.gate, row, verdict, reused=reused)
+        if row.generation == BASELINE_GENERATION:
+            baseline_scores[verdict.gate] = evaluation
+        else:
+            evaluations.append(evaluation)
+
+    numbers = sorted({c.generation for c in candidates.values() if c.generation >= 0} | finished)
+    generations = []
+    for number in numbers:
+        generation = Generation(number, sum(1 for c in candidates.values() if c.generation == number),
+                                store.funnel(number), number in finished, store.generation_summary(number))
+        generation.proxy = [e for e in evaluations if e.gate == "proxy" and e.candidate.generation == number]
+        generations.append(generation)
+    best = None
+    for generation in generations:
+        if generation.fitnesses:
+            best = max(generation.fitnesses + ([best] if best is not None else []))
+        generation.best_so_far = best
+
+    counts: dict[str, dict[str, int]] = {}
+    for verdict in verdicts:
+        count = counts.setdefault(verdict.gate, {"verdicts": 0, "passed": 0, "rejected": 0})
+        count["verdicts"] += 1
+        count["passed" if verdict.passed else "rejected"] += 1
+
+    baselines = [c for c in candidates.values() if c.generation == BASELINE_GENERATION]
+    hall = [(c, v) for c, v in store.best("proxy", top + len(baselines)) if c.generation >= 0][:top]
+    times = [c.created for c in candidates.values()] + [v.created for v in verdicts]
+    run = Run(
+        run_dir=Path(run_dir), store_path=store.path, config=config, metric=metric_name(config),
+        gates=_ordered({v.gate for v in verdicts}), baseline=baselines[0] if baselines else None,
+        baseline_scores=baseline_scores, generations=generations, evaluations=evaluations,
+        verdict_counts=counts, top=[(c, v, store.verdict(c.id, "mos")) for c, v in hall],
+        start=min(times) if times else None, end=max(times) if times else None, notes=[])
+    run.notes = missing_notes(run)
+    return run
+
+
+def missing_notes(run: Run) -> list[str]:
+    """What a partial run lacks, one sentence each (empty for a complete run)."""
+    notes = []
+    planned = run.search.get("generations")
+    done = [g for g in run.generations if g.finished]
+    if run.baseline is None:
+        notes.append("No baseline in the store: the search stopped before evaluating the initial loss.")
+    elif run.baseline_fitness is None:
+        proxy = run.baseline_scores.get("proxy")
+        if proxy is None:
+            notes.append("The baseline has no proxy result yet: the figures show no baseline line and no "
+                         "difference to it.")
+        else:
+            notes.append(f"The baseline's proxy evaluation failed ({proxy.kind}: {proxy.verdict.reason}): "
+                         "the figures show no baseline line and no difference to it.")
+    if planned is not None and len(done) < planned:
+        unfinished = [g.number for g in run.generations if not g.finished]
+        started = f"; generation {', '.join(map(str, unfinished))} started but did not finish" if unfinished else ""
+        notes.append(f"The run is not finished: {len(done)} of {planned} generations finished{started} "
+                     "(stopped, or still running; `autoloss search --resume` continues it).")
+    if not any(g.fitnesses for g in run.generations):
+        notes.append("No searched candidate has a proxy result yet: there is no fitness to rank, and the "
+                     "fitness figures show no candidate.")
+    for generation in run.generations:
+        if generation.fitnesses:
+            continue
+        if generation.reached_proxy:
+            notes.append(f"Generation {generation.number}: every proxy evaluation failed.")
+        elif generation.finished:
+            notes.append(f"Generation {generation.number}: no candidate reached the proxy "
+                         f"({_last_stop(generation)}).")
+        else:
+            notes.append(f"Generation {generation.number}: no proxy result yet (the generation did not finish).")
+    return notes
+
+
+def _last_stop(generation: Generation) -> str:
+    """Where a generation's candidates stopped, for a note."""
+    for gate in reversed(GATES[:-1]):
+        if gate in generation.funnel:
+            counts = generation.funnel[gate]
+            return (f"{counts['failed']} of {counts['in']} rejected by {GATE_TITLES[gate]}"
+                    if counts["passed"] == 0 else f"{counts['passed']} passed {GATE_TITLES[gate]} but went no further")
+    return "no verdict recorded"
+
+
+def duration(seconds: float) -> str:
+    """``'2 h 05 min'``, ``'12 min 30 s'`` or ``'40 s'``."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
