@@ -1,0 +1,21 @@
+"""Exporting discovered losses as standalone MMDetection modules (``autoloss export``).
+
+An exported module is one Python file that needs only torch and mmdet: each loss is a plain torch
+function (generated from its tree: :mod:`~autoloss.export.codegen`) inside an MMDetection loss
+module registered under a readable class name (:mod:`~autoloss.export.module`); beside it,
+``<module>_config.py`` is the config fragment that puts the losses into the searched detector
+(:mod:`~autoloss.export.snippet`). :func:`export_run` exports the best losses of a search run
+(:mod:`~autoloss.export.run`), :func:`export_expression` one expression; :mod:`~autoloss.export.zoo`
+regenerates the bundled :mod:`autoloss.zoo.cse_autoloss`. Importing this package is cheap (the
+``autoloss`` command adds its parser from :mod:`~autoloss.export.cli`); the rest loads on use.
+"""
+
+__all__ = ["Export", "export_expression", "export_run"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from autoloss.export import exporter
+
+        return getattr(exporter, name)
+    raise AttributeError(f"module 'autoloss.export' has no attribute {name!r}")
