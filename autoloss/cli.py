@@ -354,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output directory (default: runs/evaluate-<detector>)")
     evaluate.add_argument("--quiet", action="store_true", help="only the final table")
     evaluate.set_defaults(handler=_cmd_evaluate)
+    from autoloss.export.cli import add_parser as add_export_parser
+    from autoloss.report import add_parser as add_report_parser
+
+    add_report_parser(commands)
+    add_export_parser(commands)
     return parser
 
 

@@ -2,7 +2,8 @@
 # The demo job: the paper's searched losses through the cheap gates (seconds), then a real, small
 # CSE-Autoloss search for Faster R-CNN's classification loss on a generated synthetic COCO dataset
 # (the ResNet-18 CPU variant; about 10 minutes on 2 CPU cores). It ends with the best losses as
-# formulas and their mAP against the baseline's (the paper's initial loss CEI).
+# formulas and their mAP against the baseline's (the paper's initial loss CEI). Then the run's
+# report (figures and report.md) and the best loss exported as an MMDetection module.
 set -u
 status=0
 run() {
@@ -20,4 +21,8 @@ out="${AUTOLOSS_DEMO_OUT:-runs/demo-faster_rcnn-cls}"
 rm -rf "$out"
 echo; echo "\$ autoloss search --detector faster_rcnn --branch cls --demo --out $out"
 autoloss search --detector faster_rcnn --branch cls --demo --out "$out" || status=$?
+echo; echo "\$ autoloss report $out"
+autoloss report "$out" || status=$?
+echo; echo "\$ autoloss export $out"
+autoloss export "$out" || status=$?
 exit $status
