@@ -17,8 +17,10 @@ raised), ``"timeout"`` (its worker was killed) or ``"crashed"`` (its worker died
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sys
+import threading
 import time
 import weakref
 from collections import deque
@@ -60,6 +62,7 @@ def _worker_main(conn, initializer, slot: int) -> None:
     ``initializer(slot)`` runs first (e.g. to pin the worker to one GPU).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     if initializer is not None:
         initializer(slot)
     while True:
@@ -81,6 +84,22 @@ def _worker_main(conn, initializer, slot: int) -> None:
             conn.send(reply)  # pickles fully before writing, so a failure leaves the pipe clean
         except Exception as exc:
             conn.send(("error", f"could not send result back: {_describe(exc)}"))
+
+
+def _exit_with_parent(interval: float = 1.0) -> None:
+    """End this worker when its parent dies (even by SIGKILL), busy or not: no orphan keeps training.
+
+    A forked worker inherits the parent's ends of the pipes, so it would never see them close.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class _Worker:

@@ -114,3 +114,43 @@ def test_invalid_arguments():
         TimeLimitedPool(workers=0)
     with TimeLimitedPool(workers=1) as pool, pytest.raises(ValueError):
         pool.map(square, [1], timeout=0)
+
+
+PARENT = """
+import sys, threading, time
+from autoloss.timelimit import TimeLimitedPool
+pool = TimeLimitedPool(1, context=sys.argv[1])
+threading.Thread(target=lambda: list(pool.map(time.sleep, [120], timeout=300)), daemon=True).start()
+while pool._slots[0] is None:
+    time.sleep(0.05)
+print(pool._slots[0].process.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_busy_worker_dies_with_a_killed_parent(context):
+    """A search killed with SIGKILL leaves no worker behind, even one in the middle of a task."""
+    import signal
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, context], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    assert _alive(worker)
+    time.sleep(1.0)  # the worker is busy sleeping in its task
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)
