@@ -243,11 +243,11 @@ class Evolution:
         survivors = list(rows)
         for gate in gates:
             stored = {row.id: self.store.verdict(row.id, gate.name) for row in survivors}
-            if hasattr(gate, "seen"):  # the equivalence gate: what this generation already passed
+            if hasattr(gate, "remember"):  # the equivalence gate: what this generation already passed
                 for row in survivors:
                     verdict = stored[row.id]
                     if verdict is not None and verdict.passed and "fingerprint" in verdict.metrics:
-                        gate.seen.setdefault(verdict.metrics["fingerprint"], row.genotype)
+                        gate.remember(verdict.metrics["fingerprint"], row.genotype)
             fresh_rows = [row for row in survivors if stored[row.id] is None]
             fresh = gate.evaluate([self.genotype.parse(row.genotype) for row in fresh_rows]) if fresh_rows else []
             for row, verdict in zip(fresh_rows, fresh):
