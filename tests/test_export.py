@@ -556,3 +556,39 @@ def test_exported_modules_train_without_autoloss(run_dir, tmp_path):
             assert all(math.isfinite(v) for v in step.values()), step
             assert step["loss"] > 0
     assert report["heads_after_autoloss"] == "autoloss.mmdet.heads"
+
+
+@pytest.mark.parametrize("detector, fragment", [
+    ("faster_rcnn_small", "roi_head=dict(bbox_head=dict(type='IoUAwareShared2FCBBoxHead', reg_decoded_bbox=True, "
+                          "loss_cls=dict(_delete_=True, type='CSEAutolossAClsLoss', loss_weight=1.0), "
+                          "loss_bbox=dict(_delete_=True, type='CSEAutolossARegLoss', loss_weight=10.0)))"),
+    ("fcos_small", "bbox_head=dict(type='IoUAwareFCOSHead', "
+                   "loss_cls=dict(_delete_=True, type='CSEAutolossBClsLoss', use_sigmoid=True, loss_weight=1.0), "
+                   "loss_bbox=dict(_delete_=True, type='CSEAutolossBRegLoss', loss_weight=1.0))"),
+])
+def test_zoo_losses_are_usable_by_name_in_a_config(detector, fragment, tmp_path):
+    """custom_imports of autoloss.zoo.cse_autoloss, then the paper's losses by name: one training step."""
+    from mmengine.runner import Runner
+
+    from autoloss.data.coco import find_coco_splits
+    from autoloss.data.synthetic import make_synthetic_coco
+    from autoloss.mmdet.detectors import build_detector, detector_config_path, load_detector_config
+
+    make_synthetic_coco(tmp_path / "data", num_train=4, num_val=2, seed=0)
+    config = tmp_path / "with_zoo.py"
+    config.write_text(f"_base_ = [{str(detector_config_path(detector).resolve())!r}]\n"
+                      "custom_imports = dict(imports=['autoloss.zoo.cse_autoloss'], allow_failed_imports=False)\n"
+                      f"model = dict({fragment})\n")
+    cfg = load_detector_config(config, find_coco_splits(tmp_path / "data"), tmp_path / "work", batch_size=2)
+    cfg.train_dataloader.num_workers = 0
+    cfg.train_dataloader.persistent_workers = False
+    torch.manual_seed(0)
+    model = build_detector(cfg)
+    model.train()
+    head = model.roi_head.bbox_head if detector.startswith("faster") else model.bbox_head
+    assert type(head.loss_cls).__name__.startswith("CSEAutoloss") and type(head.loss_bbox).__name__.startswith("CSEAutoloss")
+    batch = next(iter(Runner.build_dataloader(cfg.train_dataloader, seed=0)))
+    losses = model(**model.data_preprocessor(batch, True), mode="loss")
+    loss, _ = model.parse_losses(losses)
+    assert math.isfinite(loss.item())
+    loss.backward()
