@@ -198,7 +198,7 @@ def _print_result(result, problem, store, db) -> None:
     for rank, item in enumerate(found, 1):
         delta = f" ({item.fitness - base:+.4f})" if base is not None else ""
         infix = genotype.describe(genotype.parse(item.genotype))["infix"]
-        print(f"  {rank}. {metric} {item.fitness:.4f}{delta}  gen {item.generation}  {item.genotype}\n       {infix}")
+        print(f"  {rank}. {metric} {item.fitness:.4f}{delta}  gen {item.generation + 1}  {item.genotype}\n       {infix}")
 
 
 def _baseline_failure(store) -> str:

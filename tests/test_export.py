@@ -281,7 +281,7 @@ def test_export_run_writes_the_best_losses(run_dir):
     assert [str(loss.node) for loss in result.losses] == [CSE_A, CE] and result.notes == []
     text = result.module_path.read_text()
     assert "proxy mAP 0.3500 (baseline 0.3000, +0.0500)" in text and "MOS mAP 0.5000" in text
-    assert "generation 0" in text and str(run_dir.resolve()) in text
+    assert "generation 1 of the search" in text and str(run_dir.resolve()) in text  # 1-based, as shown
     assert "import autoloss" not in text and "from autoloss" not in text and "exec(" not in text
     assert result.config_path.read_text() == result.snippet
     assert "custom_imports = dict(imports=['autoloss_demo_run'], allow_failed_imports=False)" in result.snippet

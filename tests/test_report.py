@@ -141,21 +141,21 @@ def test_images_embedded_with_relative_links(cse_run):
 def test_funnel_table_equals_the_store(cse_run):
     section = cse_run["md"].split("## Gate funnel per generation")[1].split("\n## ")[0]
     rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
-    for generation, funnel in cse_run["funnels"].items():
-        cells = [c.strip() for c in rows[str(generation)].strip("|").split("|")]
+    for generation, funnel in cse_run["funnels"].items():  # shown 1-based, as the progress counts
+        cells = [c.strip() for c in rows[str(generation + 1)].strip("|").split("|")]
         assert cells[1] == "8"  # bred
         for gate, cell in zip(("validity", "equivalence", "convergence", "mos", "proxy"), cells[2:7]):
             counts = funnel.get(gate)
             assert cell == ("-" if counts is None else f"{counts['in']} / {counts['failed']}"), (generation, gate)
-    assert "| 0 | 8 | 8 / 1 | 7 / 1 | 6 / 2 | 4 / 2 | 2 / 0 | 0 | finished |" in cse_run["md"]
-    assert "| 2 | 8 | 8 / 1 | 7 / 1 | 6 / 2 | - | - | 4 | unfinished |" in cse_run["md"]
+    assert "| 1 | 8 | 8 / 1 | 7 / 1 | 6 / 2 | 4 / 2 | 2 / 0 | 0 | finished |" in cse_run["md"]
+    assert "| 3 | 8 | 8 / 1 | 7 / 1 | 6 / 2 | - | - | 4 | unfinished |" in cse_run["md"]
 
 
 def test_fitness_summary_and_baseline(cse_run):
     md = cse_run["md"]
     assert "Best loss found: proxy accuracy 0.8500 (+0.0900 against the baseline's 0.7600)" in md
-    assert "| 0 | 2 / 0 | 0.8000 | 0.7900 | 0.8000 | +0.0400 | 0.7000 |" in md
-    assert "| 1 | 1 / 1 | 0.8500 | 0.8500 | 0.8500 | +0.0900 | 0.7000 |" in md
+    assert "| 1 | 2 / 0 | 0.8000 | 0.7900 | 0.8000 | +0.0400 | 0.7000 |" in md
+    assert "| 2 | 1 / 1 | 0.8500 | 0.8500 | 0.8500 | +0.0900 | 0.7000 |" in md
     assert "The initial loss CEI" in md and "proxy accuracy 0.7600" in md and "MOS accuracy 0.7000" in md
     assert "built-in task `noisy-digits`" in md and "N / E / K / P | 8 / 3 / 2 / 2" in md
 
@@ -176,15 +176,15 @@ def test_top_losses_as_formulas(cse_run, genotype):
 
 def test_failures_summarised_by_reason(cse_run):
     md = cse_run["md"]
-    assert "| MOS | diverged | 2 | Diverged: loss became nan at step 10 | gen 0 #5, gen 1 #5 |" in md
-    assert "| proxy | timeout | 1 | timed out after 60.0 s | gen 1 #7 |" in md
+    assert "| MOS | diverged | 2 | Diverged: loss became nan at step 10 | gen 1 #5, gen 2 #5 |" in md
+    assert "| proxy | timeout | 1 | timed out after 60.0 s | gen 2 #7 |" in md
 
 
 def test_partial_run_says_what_is_missing(cse_run):
     md = cse_run["md"]
     assert "## What is missing" in md
-    assert "2 of 3 generations finished; generation 2 started but did not finish" in md
-    assert "Generation 2: no proxy result yet" in md
+    assert "2 of 3 generations finished; generation 3 started but did not finish" in md
+    assert "Generation 3: no proxy result yet" in md
 
 
 # ------------------------------------------------------------------------------------------ partial runs
@@ -231,9 +231,9 @@ def test_finished_generation_without_proxy_result(tmp_path, genotype):
     md = written["report"].read_text()
     assert written["report"].parent == tmp_path / "elsewhere"
     assert funnel["mos"] == {"in": 4, "passed": 2, "failed": 2} and "proxy" not in funnel
-    assert "Generation 0: no candidate reached the proxy (2 passed MOS but went no further)" in md
-    assert "| 0 | 8 | 8 / 1 | 7 / 1 | 6 / 2 | 4 / 2 | - | 2 | finished |" in md
-    assert "| 0 | 0 / 0 | - | - | - | - | 0.7000 | no proxy result |" in md
+    assert "Generation 1: no candidate reached the proxy (2 passed MOS but went no further)" in md
+    assert "| 1 | 8 | 8 / 1 | 7 / 1 | 6 / 2 | 4 / 2 | - | 2 | finished |" in md
+    assert "| 1 | 0 / 0 | - | - | - | - | 0.7000 | no proxy result |" in md
     assert "| generations finished | 1 of 1 |" in md
 
 
@@ -253,7 +253,7 @@ def test_vanilla_run_has_no_mos(tmp_path, genotype):
         store.finish_generation(0, {"generation": 0, "funnel": store.funnel(0)})
     written = write_report(tmp_path)
     md = written["report"].read_text()
-    assert "| 0 | 5 | 5 / 1 | 4 / 0 | 0 | finished |" in md
+    assert "| 1 | 5 | 5 / 1 | 4 / 0 | 0 | finished |" in md
     assert "| proxy | 5 | 5 | 0 | 4 | 1 | 0 | 5 s |" in md  # 4 trainings run (baseline's included), 1 reused
     assert "Best loss found: proxy accuracy 0.9000 (+0.1400 against the baseline's 0.7600)" in md
     assert "## Top 3 losses" in md  # the rebred baseline is the baseline, not a found loss

@@ -184,6 +184,7 @@ class Evolution:
         cid = self.store.add_candidate(BASELINE_GENERATION, 0, text, [], "baseline")
         row = self.store.candidate(cid)
         stages = ["proxy"] if self.config.strategy != "cse" else ["mos", "proxy"]
+        self.progress.baseline_started(text, stages)
         scores = {}
         for stage in stages:
             timeout = self.config.mos_timeout if stage == "mos" else self.config.proxy_timeout
@@ -283,7 +284,9 @@ class Evolution:
             passing.sort(key=lambda r: (-mos_scores[r.id], r.index))
             to_proxy = passing[: cfg.top_k]
             self._record_mos_selection(candidates, mos_scores, bar, to_proxy)
-            self.progress.gate("mos", len(candidates), len(to_proxy))
+            capped = len(survivors) - len(candidates)
+            self.progress.gate("mos", len(candidates), len(to_proxy),
+                               f"{capped} more not run: at most {cfg.max_mos} MOS per generation" if capped else "")
         proxy = self._evaluate(to_proxy, "proxy", cfg.proxy_timeout)
         scored = [(v.metrics["fitness"], r) for r in to_proxy if (v := proxy.get(r.id)) and v.passed]
         self.progress.gate("proxy", len(to_proxy), len(scored))

@@ -33,6 +33,9 @@ class Progress:
 
     # -------------------------------------------------------------------- events
 
+    def baseline_started(self, genotype: str, stages: list[str]):
+        self._log(f"baseline: training the initial loss ({' and '.join(stages)}): {genotype}")
+
     def baseline(self, fitness):
         self.state["baseline"] = fitness
         self._log(f"baseline {self.metric} {_fmt(fitness)}")
@@ -42,9 +45,9 @@ class Progress:
         self.state.update(generation=generation, total=total, funnel=[("bred", size, size)])
         self._log(f"generation {generation + 1}/{total}: {size} candidates")
 
-    def gate(self, name: str, n_in: int, n_out: int):
+    def gate(self, name: str, n_in: int, n_out: int, note: str = ""):
         self.state["funnel"].append((name, n_in, n_out))
-        self._log(f"  {name:<12} {n_in:>6} in  {n_out:>6} passed")
+        self._log(f"  {name:<12} {n_in:>6} in  {n_out:>6} passed" + (f"  ({note})" if note else ""))
 
     def evaluated(self, stage: str, genotype: str, fitness, reason: str):
         self.state["evaluations"] += 1

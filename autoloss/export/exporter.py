@@ -114,7 +114,8 @@ def _run_loss(run: RunLosses, item: Scored, rank: int, prefix: str) -> ExportedL
         title = f"Rank {rank} of autoloss run '{run.name}': {score}."
     candidate = item.candidate
     details = [
-        f"Candidate {candidate.id}: generation {candidate.generation}, index {candidate.index}, "
+        f"Candidate {candidate.id}: "
+        + ("the baseline" if baseline else f"generation {candidate.generation + 1} of the search") + f", index {candidate.index}, "
         f"origin {candidate.origin or 'unknown'}; {_metrics(run, item)}.",
         f"Run: {run.run_dir.resolve()} ({_settings(run)}).",
     ]

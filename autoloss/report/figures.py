@@ -57,13 +57,13 @@ def fitness_per_generation(run: Run, path: Path, formulas=None) -> Path:
     ax.set_xlabel("generation")
     ax.set_ylabel(f"proxy {run.metric}")
     _baseline_line(ax, run.baseline_fitness, _baseline_label(run, formulas))
-    points = [(g.number, f) for g in generations for f in g.fitnesses]
+    points = [(g.shown, f) for g in generations for f in g.fitnesses]
     if not points:
         _message(ax, "no generation bred yet" if not generations else "no searched candidate has a proxy result yet",
                  y=0.3)
     else:
         nan = math.nan
-        xs = [g.number for g in generations]
+        xs = [g.shown for g in generations]
         ax.scatter([p[0] for p in points], [p[1] for p in points], s=14, color="silver", zorder=2,
                    label="each proxy result")
         ax.plot(xs, [g.best.fitness if g.best else nan for g in generations], marker="o", color=COLORS["best"],
@@ -76,11 +76,11 @@ def fitness_per_generation(run: Run, path: Path, formulas=None) -> Path:
         column = blended_transform_factory(ax.transData, ax.transAxes)
         for g in generations:
             if not g.fitnesses:
-                ax.text(g.number, 0.3, "no proxy\nresult" if g.finished else "no proxy\nresult yet",
+                ax.text(g.shown, 0.3, "no proxy\nresult" if g.finished else "no proxy\nresult yet",
                         transform=column, ha="center", va="center", fontsize=8, color="dimgray",
                         bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
     if generations:
-        xs = [g.number for g in generations]
+        xs = [g.shown for g in generations]
         ax.set_xticks(xs)
         ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
     ax.grid(axis="y", alpha=0.3)
@@ -103,7 +103,7 @@ def gate_funnel(run: Run, path: Path) -> Path:
     if not generations:
         _message(ax, "no generation bred yet")
         return _save(figure, path)
-    xs = [g.number for g in generations]
+    xs = [g.shown for g in generations]
     segments = [("proxy", "reached the proxy", [g.reached_proxy for g in generations])]
     stopped = [max(g.stopped, 0) for g in generations]
     if any(stopped):
@@ -121,7 +121,7 @@ def gate_funnel(run: Run, path: Path) -> Path:
                         ha="center", va="center", fontsize=8, color="white" if key not in ("stopped",) else "black")
         bottoms = [b + c for b, c in zip(bottoms, counts)]
     for g, top in zip(generations, bottoms):
-        ax.text(g.number, top, f"{g.bred} bred" + ("" if g.finished else "\n(unfinished)"), ha="center",
+        ax.text(g.shown, top, f"{g.bred} bred" + ("" if g.finished else "\n(unfinished)"), ha="center",
                 va="bottom", fontsize=8)
     ax.set_ylim(0, tallest * 1.18)
     ax.set_xticks(xs)
@@ -219,7 +219,7 @@ def _generation_marks(ax, evaluations, order, label: bool) -> None:
     for generation, x in sorted(firsts.items()):
         ax.axvline(x - 0.5, color="gray", linestyle=":", linewidth=0.8, zorder=1)
         if label:
-            ax.text(x - 0.5, 1.01, f"gen {generation}", transform=top, fontsize=7, color="gray", va="bottom")
+            ax.text(x - 0.5, 1.01, f"gen {generation + 1}", transform=top, fontsize=7, color="gray", va="bottom")
 
 
 def _span(run: Run) -> str:

@@ -50,7 +50,7 @@ def _table(header: list[str], rows: list[list[str]], align: list[str] | None = N
 
 def _candidate_name(evaluation: Evaluation) -> str:
     row = evaluation.candidate
-    return "baseline" if row.generation < 0 else f"gen {row.generation} #{row.index}"
+    return "baseline" if row.generation < 0 else f"gen {row.generation + 1} #{row.index}"
 
 
 # ------------------------------------------------------------------------------------- sections
@@ -168,7 +168,7 @@ def _funnel(run: Run) -> list[str]:
     header = ["generation", "bred"] + [GATE_TITLES[g] for g in gates] + ["not evaluated further", "state"]
     rows, totals = [], {g: [0, 0] for g in gates}
     for generation in run.generations:
-        row = [str(generation.number), str(generation.bred)]
+        row = [str(generation.shown), str(generation.bred)]
         for gate in gates:
             counts = generation.funnel.get(gate)
             row.append("-" if counts is None else f"{counts['in']} / {counts['failed']}")
@@ -198,7 +198,7 @@ def _fitness(run: Run, formulas: Formulas) -> list[str]:
         best = g.best
         failed = sum(1 for e in g.proxy if e.fitness is None)
         note = "" if g.fitnesses else ("no proxy result" if g.finished else "no proxy result yet")
-        rows.append([str(g.number), f"{len(g.fitnesses)} / {failed}", _f(best.fitness if best else None),
+        rows.append([str(g.shown), f"{len(g.fitnesses)} / {failed}", _f(best.fitness if best else None),
                      _f(g.median), _f(g.best_so_far),
                      _f(g.best_so_far - base if g.best_so_far is not None and base is not None else None, sign=True)]
                     + ([_f(g.mos_threshold)] if thresholds else [])
@@ -229,14 +229,14 @@ def _top(run: Run, formulas: Formulas) -> list[str]:
     for rank, (row, proxy, mos) in enumerate(run.top, 1):
         fitness = proxy.metrics.get("fitness")
         rows.append([str(rank), _f(fitness), _f(fitness - base if base is not None else None, sign=True),
-                     _f(mos.metrics.get("fitness") if mos and mos.status == "ok" else None), str(row.generation),
+                     _f(mos.metrics.get("fitness") if mos and mos.status == "ok" else None), str(row.generation + 1),
                      _code(_cell(formulas.infix(row.genotype), 100))])
     lines += _table(["rank", f"proxy {run.metric}", "vs baseline", f"MOS {run.metric}", "generation", "infix"],
                     rows, ["---:"] * 5 + ["---"]) + [""]
     for rank, (row, proxy, mos) in enumerate(run.top, 1):
         name = formulas.ready_name(row.genotype)
         origin = f", bred by {row.origin}" if row.origin else ""
-        lines += [f"**{rank}.** proxy {run.metric} {_f(proxy.metrics.get('fitness'))}, generation {row.generation} "
+        lines += [f"**{rank}.** proxy {run.metric} {_f(proxy.metrics.get('fitness'))}, generation {row.generation + 1} "
                   f"#{row.index}{origin}{f' (the ready loss {name})' if name else ''}", "",
                   *_formula_lines(formulas.describe(row.genotype)), ""]
     return lines
@@ -271,7 +271,7 @@ def render(run: Run, formulas: Formulas) -> str:
         fitness = best[1].metrics.get("fitness")
         base = run.baseline_fitness
         delta = f" ({fitness - base:+.4f} against the baseline's {base:.4f})" if base is not None else ""
-        head.append(f"Best loss found: proxy {run.metric} {_f(fitness)}{delta}, generation {best[0].generation}: "
+        head.append(f"Best loss found: proxy {run.metric} {_f(fitness)}{delta}, generation {best[0].generation + 1}: "
                     f"{_code(formulas.infix(best[0].genotype))}.")
     head.append("")
     notes = list(run.notes) + ([formulas.problem] if formulas.problem else [])

@@ -109,6 +109,11 @@ class Generation:
     best_so_far: float | None = None  # the hall of fame's best after this generation
 
     @property
+    def shown(self) -> int:
+        """The generation's number for people: 1-based, as the search's progress counts them."""
+        return self.number + 1
+
+    @property
     def fitnesses(self) -> list[float]:
         return [e.fitness for e in self.proxy if e.fitness is not None]
 
@@ -247,7 +252,7 @@ def missing_notes(run: Run) -> list[str]:
             notes.append(f"The baseline's proxy evaluation failed ({proxy.kind}: {proxy.verdict.reason}): "
                          "the figures show no baseline line and no difference to it.")
     if planned is not None and len(done) < planned:
-        unfinished = [g.number for g in run.generations if not g.finished]
+        unfinished = [g.shown for g in run.generations if not g.finished]
         started = f"; generation {', '.join(map(str, unfinished))} started but did not finish" if unfinished else ""
         notes.append(f"The run is not finished: {len(done)} of {planned} generations finished{started} "
                      "(stopped, or still running; `autoloss search --resume` continues it).")
@@ -258,12 +263,12 @@ def missing_notes(run: Run) -> list[str]:
         if generation.fitnesses:
             continue
         if generation.reached_proxy:
-            notes.append(f"Generation {generation.number}: every proxy evaluation failed.")
+            notes.append(f"Generation {generation.shown}: every proxy evaluation failed.")
         elif generation.finished:
-            notes.append(f"Generation {generation.number}: no candidate reached the proxy "
+            notes.append(f"Generation {generation.shown}: no candidate reached the proxy "
                          f"({_last_stop(generation)}).")
         else:
-            notes.append(f"Generation {generation.number}: no proxy result yet (the generation did not finish).")
+            notes.append(f"Generation {generation.shown}: no proxy result yet (the generation did not finish).")
     return notes
 
 
