@@ -256,3 +256,14 @@ def test_unparsable_config_file(data, tmp_path):
 ])
 def test_inconsistent_options(tmp_path, args, words):
     assert_clean_error(autoloss("search", *args, "--out", tmp_path / "run"), *words)
+
+
+def test_a_users_own_config_path_is_a_detector(data, tmp_path):
+    """--detector also takes the path of the user's MMDetection config (here one that inherits FCOS)."""
+    config = tmp_path / "my_fcos.py"
+    base = detector_config_path("fcos_small").resolve()
+    config.write_text(f"_base_ = [{str(base)!r}]\nmodel = dict(bbox_head=dict(stacked_convs=1))\n")
+    task, summary = prepare_task(str(config), "cls", data, tmp_path / "run")  # builds the detector once
+    assert task.detector == str(config.resolve()) and summary["kind"] == "one-stage"
+    cfg = task.config("FLI", "proxy", seed=0, work_dir=tmp_path / "w")
+    assert cfg.model.bbox_head.stacked_convs == 1 and cfg.model.bbox_head.type == "IoUAwareFCOSHead"
