@@ -267,3 +267,16 @@ def test_a_users_own_config_path_is_a_detector(data, tmp_path):
     assert task.detector == str(config.resolve()) and summary["kind"] == "one-stage"
     cfg = task.config("FLI", "proxy", seed=0, work_dir=tmp_path / "w")
     assert cfg.model.bbox_head.stacked_convs == 1 and cfg.model.bbox_head.type == "IoUAwareFCOSHead"
+
+
+def test_tiny_search_on_a_local_ray_cluster(data, tmp_path):
+    """--executor ray: each MOS and proxy training is a Ray task (Ray is an extra; CI installs it)."""
+    pytest.importorskip("ray")
+    out = tmp_path / "run"
+    result = autoloss("search", "--detector", "fcos_small", "--branch", "reg", "--data", data, "--out", out,
+                      *TINY, "--executor", "ray", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with RunStore(out / "run.sqlite") as store:
+        proxied = store.verdicts(0, "proxy")
+        assert len(proxied) == 1 and proxied[0].passed and 0.0 <= proxied[0].metrics["fitness"] <= 1.0
+        assert store.finished_generations() == [0]
