@@ -2,7 +2,7 @@
 
 One module holds one or several losses. It carries everything it runs: the primitives its
 functions call (copied from :mod:`autoloss.loss.primitives`), the loss module base classes of
-:mod:`autoloss.export.runtime` it needs, and, with a classification loss, the
+:mod:`autoloss.mmdet.loss_modules` it needs, and, with a classification loss, the
 IoU-aware heads of :mod:`autoloss.mmdet.heads`. It imports only torch, mmdet and mmengine.
 
 Registration: every loss class goes into mmdet's MODELS with ``force=True`` (importing two exported
@@ -27,8 +27,8 @@ from autoloss.loss.genotype import LossGenotype
 from autoloss.loss.primitives import EPS, EXP_MAX
 from autoloss.loss.space import SearchSpace
 
-BASES = {"softmax": "GeneratedSoftmaxClsLoss", "sigmoid": "GeneratedSigmoidClsLoss",
-         "regression": "GeneratedIoULoss"}
+BASES = {"softmax": "SoftmaxClsLossBase", "sigmoid": "SigmoidClsLossBase",
+         "regression": "IoULossBase"}
 HEADS = {"softmax": "IoUAwareShared2FCBBoxHead", "sigmoid": "IoUAwareFCOSHead"}
 HEAD_REGISTRY = "MMENGINE_MODELS"
 STDLIB = {"__future__", "inspect", "math", "typing"}
@@ -66,24 +66,25 @@ def module_source(losses: list[ExportedLoss], docstring: str) -> str:
     """The text of a module defining ``losses`` (see the module docstring), with ``docstring`` on top."""
     if not losses:
         raise ValueError("nothing to export")
-    runtime = _definitions(_read("autoloss.export", "runtime.py"))
-    heads = _definitions(_read("autoloss.mmdet", "heads.py"))
-    _check_names(losses, set(runtime) | set(heads))
+    bases = _definitions(_read("autoloss.mmdet", "loss_modules.py"))
+    heads_source = _read("autoloss.mmdet", "heads.py")
+    heads = _definitions(heads_source)
+    _check_names(losses, set(bases) | set(heads))
     codes = [loss_function(loss.node, loss.space, loss.function_name) for loss in losses]
     helpers = sorted({h for code in codes for h in code.helpers}, key=_helper_order)
     modes = [m for m in BASES if any(loss.space.mode == m for loss in losses)]
     with_heads = any(loss.needs_iou_head for loss in losses)
 
     wanted = ["REDUCTIONS"] + sorted({c.broadcasts for c in codes if c.broadcasts})
-    wanted += ["GeneratedLoss"] + [BASES[m] for m in modes]
-    runtime_code = [runtime[name].text for name in wanted]
+    wanted += ["LossBase"] + [BASES[m] for m in modes]
+    base_code = [bases[name].text for name in wanted]
     if "regression" in modes:
-        runtime_code.append(inspect.getsource(samples.box_areas).rstrip())
+        base_code.append(inspect.getsource(samples.box_areas).rstrip())
 
     constants = [f"EPS = {EPS!r}"] + ([f"EXP_MAX = {EXP_MAX!r}"] if "protected_exp" in helpers else [])
     header = "\n\n".join([
         _docstring(docstring, ""),
-        _imports(helpers, with_heads, heads),
+        _imports(helpers, with_heads, heads_source),
         "\n".join(constants),
         "__all__ = [" + ", ".join(repr(loss.class_name) for loss in losses) + "]",
     ])
@@ -92,8 +93,8 @@ def module_source(losses: list[ExportedLoss], docstring: str) -> str:
         sections.append(_section("The primitives these losses use, as autoloss.loss.primitives defines them",
                                  [helper_source(h).rstrip() for h in helpers]))
     sections.append(_section("The searched losses, as torch functions", [c.source.rstrip() for c in codes]))
-    sections.append(_section("MMDetection loss modules around them, as autoloss.mmdet.losses defines "
-                             "the Searched* losses", runtime_code))
+    sections.append(_section("MMDetection loss modules around them, as autoloss.mmdet.loss_modules "
+                             "defines them for the Searched* losses too", base_code))
     sections.append("\n\n\n".join(_loss_class(loss, code) for loss, code in zip(losses, codes)))
     if with_heads:
         sections.append(_section(
@@ -149,7 +150,7 @@ def _check_names(losses: list[ExportedLoss], carried: set[str]) -> None:
             seen.add(name)
 
 
-def _imports(helpers: list[str], with_heads: bool, heads: dict[str, _Definition]) -> str:
+def _imports(helpers: list[str], with_heads: bool, heads_source: str) -> str:
     """The import block, grouped and sorted like the rest of autoloss (isort's default style)."""
     statements = [
         "from __future__ import annotations",
@@ -162,7 +163,7 @@ def _imports(helpers: list[str], with_heads: bool, heads: dict[str, _Definition]
     if "scaled_gd" in helpers:
         statements.append("import math")
     if with_heads:
-        statements += _import_lines(_read("autoloss.mmdet", "heads.py"))
+        statements += _import_lines(heads_source)
         statements.append(f"from mmengine.registry import MODELS as {HEAD_REGISTRY}")
     plain: dict[str, set[str]] = {}  # module -> {"as name" or ""}
     froms: dict[str, set[str]] = {}

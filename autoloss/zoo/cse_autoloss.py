@@ -142,16 +142,17 @@ def cse_autoloss_b_reg_loss(I, U, E):
 
 
 # --------------------------------------------------------------------------------------------------
-# MMDetection loss modules around them, as autoloss.mmdet.losses defines the Searched* losses
+# MMDetection loss modules around them, as autoloss.mmdet.loss_modules defines them for the
+# Searched* losses too
 
 
 REDUCTIONS = ("none", "mean", "sum")
 
 
-class GeneratedLoss(nn.Module):
-    """Shared by the exported losses: the loss weight, the reduction and mmdet's weighting."""
+class LossBase(nn.Module):
+    """Shared by every loss: the loss weight, the reduction and mmdet's weighting."""
 
-    expression = ""  # the searched tree in prefix form, for reference
+    expression = ""  # the tree of loss_fn in prefix form, for reference
 
     def __init__(self, loss_weight: float = 1.0, reduction: str = "mean"):
         super().__init__()
@@ -161,7 +162,7 @@ class GeneratedLoss(nn.Module):
         self.reduction = reduction
 
     @staticmethod
-    def loss_fn(*inputs: Tensor) -> Tensor:  # set by each exported loss
+    def loss_fn(*inputs: Tensor) -> Tensor:  # set by each subclass
         raise NotImplementedError
 
     def _reduction(self, override: str | None) -> str:
@@ -178,7 +179,7 @@ class GeneratedLoss(nn.Module):
         return f"expression={self.expression!r}, loss_weight={self.loss_weight}, reduction={self.reduction!r}"
 
 
-class GeneratedSoftmaxClsLoss(GeneratedLoss):
+class SoftmaxClsLossBase(LossBase):
     """A softmax classification loss for two-stage heads, per sample over C+1 logits.
 
     ``loss_fn(X, Y, W)`` sees X = logits (N x C+1), Y = one-hot label (background = C, the last
@@ -208,7 +209,7 @@ class GeneratedSoftmaxClsLoss(GeneratedLoss):
         return self._reduce(loss, weight, reduction, avg_factor)
 
 
-class GeneratedSigmoidClsLoss(GeneratedLoss):
+class SigmoidClsLossBase(LossBase):
     """A sigmoid classification loss for one-stage heads, element-wise over N x C logits.
 
     ``loss_fn(X, Y, W)`` sees X = logits, Y = one-hot label without a background column
@@ -245,7 +246,7 @@ class GeneratedSigmoidClsLoss(GeneratedLoss):
         return self._reduce(loss, weight, reduction, avg_factor)
 
 
-class GeneratedIoULoss(GeneratedLoss):
+class IoULossBase(LossBase):
     """A box regression loss on decoded x1y1x2y2 boxes, one value per box.
 
     ``loss_fn(I, U, E)`` sees the intersection, union and enclosing area of each predicted and
@@ -285,7 +286,7 @@ def box_areas(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 @MODELS.register_module(force=True)
-class CSEAutolossAClsLoss(GeneratedSoftmaxClsLoss):
+class CSEAutolossAClsLoss(SoftmaxClsLossBase):
     r"""CSE-Autoloss-A's classification loss, found by CSE-Autoloss on Faster R-CNN (Liu et al.,
     "Loss Function Discovery for Object Detection via Convergence-Simulation Driven Search",
     ICLR 2021).
@@ -315,7 +316,7 @@ class CSEAutolossAClsLoss(GeneratedSoftmaxClsLoss):
 
 
 @MODELS.register_module(force=True)
-class CSEAutolossARegLoss(GeneratedIoULoss):
+class CSEAutolossARegLoss(IoULossBase):
     r"""CSE-Autoloss-A's box regression loss, found by CSE-Autoloss on Faster R-CNN (Liu et al.,
     "Loss Function Discovery for Object Detection via Convergence-Simulation Driven Search",
     ICLR 2021).
@@ -340,7 +341,7 @@ class CSEAutolossARegLoss(GeneratedIoULoss):
 
 
 @MODELS.register_module(force=True)
-class CSEAutolossBClsLoss(GeneratedSigmoidClsLoss):
+class CSEAutolossBClsLoss(SigmoidClsLossBase):
     r"""CSE-Autoloss-B's classification loss, found by CSE-Autoloss on FCOS (Liu et al., "Loss
     Function Discovery for Object Detection via Convergence-Simulation Driven Search", ICLR
     2021).
@@ -380,7 +381,7 @@ class CSEAutolossBClsLoss(GeneratedSigmoidClsLoss):
 
 
 @MODELS.register_module(force=True)
-class CSEAutolossBRegLoss(GeneratedIoULoss):
+class CSEAutolossBRegLoss(IoULossBase):
     r"""CSE-Autoloss-B's box regression loss, found by CSE-Autoloss on FCOS (Liu et al., "Loss
     Function Discovery for Object Detection via Convergence-Simulation Driven Search", ICLR
     2021).

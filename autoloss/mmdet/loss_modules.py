@@ -1,12 +1,11 @@
-"""The MMDetection side of an exported module: loss modules around a generated loss function.
+"""MMDetection loss modules around a loss function ``loss_fn``: mmdet's conventions, written once.
 
-:mod:`autoloss.export.module` copies the definitions below, as they are written here, into every
-exported module that needs them (with a copy of :func:`autoloss.loss.samples.box_areas`), so they
-use only torch and mmdet. They mirror :mod:`autoloss.mmdet.losses` (``SearchedSoftmaxClsLoss``,
-``SearchedSigmoidClsLoss``, ``SearchedIoULoss``: same arguments, inputs, weights, reductions and
-edge cases) with a fixed generated function, ``loss_fn``, in place of a compiled expression. An
-exported loss is a subclass that sets ``loss_fn`` and ``expression``; only those subclasses are
-registered in mmdet's MODELS.
+Arguments, inputs, weights, reductions and edge cases of the three kinds of searched loss live
+here: the Searched* losses of :mod:`autoloss.mmdet.losses` subclass these bases with a compiled
+expression as ``loss_fn``, and :mod:`autoloss.export.module` copies the definitions below, as they
+are written here, into every exported module that needs them (with a copy of
+:func:`autoloss.loss.samples.box_areas`), whose subclasses set a generated torch function as
+``loss_fn``. So they use only torch and mmdet, and only subclasses are registered in mmdet's MODELS.
 """
 
 from __future__ import annotations
@@ -32,10 +31,10 @@ def per_element(loss: Tensor, *inputs: Tensor) -> Tensor:
     return torch.broadcast_to(loss, torch.broadcast_shapes(*(t.shape for t in inputs), loss.shape))
 
 
-class GeneratedLoss(nn.Module):
-    """Shared by the exported losses: the loss weight, the reduction and mmdet's weighting."""
+class LossBase(nn.Module):
+    """Shared by every loss: the loss weight, the reduction and mmdet's weighting."""
 
-    expression = ""  # the searched tree in prefix form, for reference
+    expression = ""  # the tree of loss_fn in prefix form, for reference
 
     def __init__(self, loss_weight: float = 1.0, reduction: str = "mean"):
         super().__init__()
@@ -45,7 +44,7 @@ class GeneratedLoss(nn.Module):
         self.reduction = reduction
 
     @staticmethod
-    def loss_fn(*inputs: Tensor) -> Tensor:  # set by each exported loss
+    def loss_fn(*inputs: Tensor) -> Tensor:  # set by each subclass
         raise NotImplementedError
 
     def _reduction(self, override: str | None) -> str:
@@ -62,7 +61,7 @@ class GeneratedLoss(nn.Module):
         return f"expression={self.expression!r}, loss_weight={self.loss_weight}, reduction={self.reduction!r}"
 
 
-class GeneratedSoftmaxClsLoss(GeneratedLoss):
+class SoftmaxClsLossBase(LossBase):
     """A softmax classification loss for two-stage heads, per sample over C+1 logits.
 
     ``loss_fn(X, Y, W)`` sees X = logits (N x C+1), Y = one-hot label (background = C, the last
@@ -92,7 +91,7 @@ class GeneratedSoftmaxClsLoss(GeneratedLoss):
         return self._reduce(loss, weight, reduction, avg_factor)
 
 
-class GeneratedSigmoidClsLoss(GeneratedLoss):
+class SigmoidClsLossBase(LossBase):
     """A sigmoid classification loss for one-stage heads, element-wise over N x C logits.
 
     ``loss_fn(X, Y, W)`` sees X = logits, Y = one-hot label without a background column
@@ -129,7 +128,7 @@ class GeneratedSigmoidClsLoss(GeneratedLoss):
         return self._reduce(loss, weight, reduction, avg_factor)
 
 
-class GeneratedIoULoss(GeneratedLoss):
+class IoULossBase(LossBase):
     """A box regression loss on decoded x1y1x2y2 boxes, one value per box.
 
     ``loss_fn(I, U, E)`` sees the intersection, union and enclosing area of each predicted and
