@@ -63,15 +63,12 @@ class Comparison:
                 seeds: int = 3, iters: int | None = None, batch_size: int | None = None,
                 name: str = "searched", space_cls: str | None = None, space_reg: str = "reg") -> "Comparison":
         """Check the inputs (one clear :class:`UserError` for each problem) and list the variants."""
-        try:
-            import mmdet  # noqa: F401
-        except ImportError as exc:
-            raise UserError(f"evaluate needs MMDetection 3.3 ({exc}); run scripts/install.sh") from None
-        from autoloss.data.coco import find_coco_splits
+        from autoloss.tasks.detection import require_mmdetection
+
+        require_mmdetection("loss evaluations")
         from autoloss.loss.genotype import LossGenotype
         from autoloss.loss.space import load_space
-        from autoloss.mmdet.detectors import (
-            BUNDLED, TWO_STAGE, detector_config_path, detector_kind, load_detector_config, searched_head)
+        from autoloss.mmdet.detectors import TWO_STAGE, open_detector
 
         if not (loss_cls or loss_reg):
             raise UserError("give the losses to evaluate: --loss-cls EXPR and/or --loss-reg EXPR")
@@ -79,14 +76,10 @@ class Comparison:
             raise UserError(f"--seeds must be at least 1, got {seeds}")
         if iters is not None and iters < 1:
             raise UserError(f"--iters must be a positive integer, got {iters}")
-        path = detector_config_path(detector)
-        detector = detector if detector in BUNDLED else str(path.resolve())
         out = Path(out_dir)
-        splits = find_coco_splits(data_dir, seed=0, work_dir=out)
-        cfg = load_detector_config(path, splits, out / "work")
-        kind = detector_kind(cfg)
-        head = searched_head(cfg)
-        sigmoid = bool((head.get("loss_cls") or {}).get("use_sigmoid", False))
+        target = open_detector(detector, data_dir, out)
+        detector, path, splits, cfg, kind, sigmoid = (target.detector, target.path, target.splits, target.cfg,
+                                                      target.kind, target.sigmoid)
         if iters is None:
             if cfg.get("train_cfg", {}).get("type") != "IterBasedTrainLoop":
                 raise UserError(f"{path.name}: pass --iters (the config's schedule is not iteration-based)")

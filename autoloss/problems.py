@@ -27,6 +27,19 @@ def loss_gates(space: SearchSpace, strategy: str, seen: dict[str, str], cpv_symb
     return [ValidityGate(space)]
 
 
+def loss_problem(space: SearchSpace, evaluate, task: dict, metric: str, gate_options: dict,
+                 start_method: str | None = None) -> Problem:
+    """The loss genotype of ``space`` with its cheap gates and the expensive ``evaluate(task, ...)``."""
+    return Problem(
+        genotype=LossGenotype(space),
+        cheap_gates=lambda strategy, seen: loss_gates(space, strategy, seen, **gate_options),
+        evaluate=evaluate,
+        task=task,
+        metric=metric,
+        start_method=start_method,
+    )
+
+
 def task_problem(task: str, space: SearchSpace, params: dict | None = None, **gate_options) -> Problem:
     """A loss search on one of the cheap built-in tasks (``noisy-digits``)."""
     if task != "noisy-digits":
@@ -39,14 +52,7 @@ def task_problem(task: str, space: SearchSpace, params: dict | None = None, **ga
         settings = noisy_digits.NoisyDigitsTask.from_dict({**(params or {}), "space": space.source or space.name})
     except (TypeError, ValueError) as exc:
         raise UserError(f"task options: {exc}") from None
-    genotype = LossGenotype(space)
-    return Problem(
-        genotype=genotype,
-        cheap_gates=lambda strategy, seen: loss_gates(space, strategy, seen, **gate_options),
-        evaluate=noisy_digits.evaluate,
-        task=settings.to_dict(),
-        metric="accuracy",
-    )
+    return loss_problem(space, noisy_digits.evaluate, settings.to_dict(), "accuracy", gate_options)
 
 
 def detection_problem(task, **gate_options) -> Problem:
@@ -58,13 +64,5 @@ def detection_problem(task, **gate_options) -> Problem:
     from autoloss.loss.space import load_space
     from autoloss.tasks import detection
 
-    space = load_space(task.space)
-    genotype = LossGenotype(space)
-    return Problem(
-        genotype=genotype,
-        cheap_gates=lambda strategy, seen: loss_gates(space, strategy, seen, **gate_options),
-        evaluate=detection.evaluate,
-        task=task.to_dict(),
-        metric="mAP",
-        start_method="spawn",
-    )
+    return loss_problem(load_space(task.space), detection.evaluate, task.to_dict(), "mAP", gate_options,
+                        start_method="spawn")

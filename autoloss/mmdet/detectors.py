@@ -13,6 +13,7 @@ registered without any ``custom_imports`` in the config.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -207,6 +208,38 @@ def load_detector_config(name_or_path, data_splits: CocoSplits, work_dir, max_it
     cfg.work_dir = str(Path(work_dir).resolve())
     cfg.setdefault("default_scope", "mmdet")
     return cfg
+
+
+@dataclass(frozen=True)
+class DetectorOnData:
+    """A detector config opened for a dataset (what a search or an evaluation checks first)."""
+
+    detector: str  # the bundled name, or the config's absolute path (it travels to the workers)
+    path: Path  # the config file
+    splits: CocoSplits
+    cfg: Config  # filled in for the splits, with the config's own losses
+    kind: str  # TWO_STAGE or ONE_STAGE
+    sigmoid: bool  # the searched head classifies with sigmoid scores (loss_cls.use_sigmoid)
+
+    @property
+    def head(self) -> ConfigDict:
+        return searched_head(self.cfg)
+
+
+def open_detector(name_or_path, data_dir, out_dir) -> DetectorOnData:
+    """Find the detector config, check the COCO dataset in ``data_dir`` (a val split carved out of
+    train goes below ``out_dir`` when needed) and fill the config in for it; a :class:`UserError`
+    for each problem."""
+    from autoloss.data.coco import find_coco_splits
+
+    path = detector_config_path(name_or_path)
+    detector = name_or_path if name_or_path in BUNDLED else str(path.resolve())
+    out = Path(out_dir)
+    splits = find_coco_splits(data_dir, seed=0, work_dir=out)
+    cfg = load_detector_config(path, splits, out / "work")
+    head = searched_head(cfg)
+    return DetectorOnData(detector, path, splits, cfg, detector_kind(cfg),
+                          bool((head.get("loss_cls") or {}).get("use_sigmoid", False)))
 
 
 def use_iou_aware_heads(head) -> None:

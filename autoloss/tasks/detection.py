@@ -288,6 +288,16 @@ def evaluate(task: dict, expression: str, stage: str, seed: int) -> dict:
     return DetectionTask.from_dict(task).evaluate(expression, stage, seed)
 
 
+def require_mmdetection(purpose: str) -> None:
+    """A :class:`UserError` saying how to install it when MMDetection is missing."""
+    try:
+        import mmdet  # noqa: F401
+        import mmengine  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"{purpose} need MMDetection 3.3 ({exc}); run scripts/install.sh, which installs "
+                        f"mmengine, mmcv with its compiled ops and mmdet") from None
+
+
 def prepare_task(detector: str, branch: str, data_dir, run_dir, space: str | None = None,
                  proxy_iters: int | None = None, mos_iters: int = 30, batch_size: int | None = None,
                  seed: int = 0, check_build: bool = True) -> tuple[DetectionTask, dict]:
@@ -301,28 +311,17 @@ def prepare_task(detector: str, branch: str, data_dir, run_dir, space: str | Non
 
     Returns the task and a summary dict for people (dataset sizes, D_verify, the space, notes).
     """
-    try:
-        import mmdet  # noqa: F401
-        import mmengine  # noqa: F401
-    except ImportError as exc:
-        raise UserError(f"detector searches need MMDetection 3.3 ({exc}); run scripts/install.sh, "
-                        f"which installs mmengine, mmcv with its compiled ops and mmdet") from None
-    from autoloss.data.coco import find_coco_splits, sample_verify_set
+    require_mmdetection("detector searches")
+    from autoloss.data.coco import sample_verify_set
     from autoloss.loss.space import load_space
-    from autoloss.mmdet.detectors import (
-        BUNDLED, IOU_AWARE_HEADS, TWO_STAGE, build_detector, detector_config_path, detector_kind,
-        load_detector_config, searched_head)
+    from autoloss.mmdet.detectors import IOU_AWARE_HEADS, TWO_STAGE, build_detector, open_detector
 
     if branch not in BRANCHES:
         raise UserError(f"branch must be one of {', '.join(BRANCHES)}, got {branch!r}")
-    path = detector_config_path(detector)
-    detector = detector if detector in BUNDLED else str(path.resolve())
     run_dir = Path(run_dir)
-    splits = find_coco_splits(data_dir, seed=0, work_dir=run_dir)
-    cfg = load_detector_config(path, splits, run_dir / "work")
-    head = searched_head(cfg)
-    kind = detector_kind(cfg)
-    sigmoid_head = bool((head.get("loss_cls") or {}).get("use_sigmoid", False))
+    target = open_detector(detector, data_dir, run_dir)
+    detector, path, splits, cfg, kind = target.detector, target.path, target.splits, target.cfg, target.kind
+    head, sigmoid_head = target.head, target.sigmoid
     if space is None:
         space = "reg" if branch == "reg" else ("cls_sigmoid" if sigmoid_head else "cls_softmax")
     loaded = load_space(space)
