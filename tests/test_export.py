@@ -20,9 +20,9 @@ pytest.importorskip("mmdet")
 from mmdet.registry import MODELS
 
 import autoloss.mmdet.losses  # noqa: F401  (registers the Searched* modules)
+from autoloss.cli import main
 from autoloss.engine.store import RunStore
 from autoloss.errors import ExpressionError, UserError
-from autoloss.export.__main__ import main
 from autoloss.export.codegen import parameter_names
 from autoloss.export.exporter import export_expression, export_run
 from autoloss.export.module import ExportedLoss, module_source
@@ -411,8 +411,8 @@ def test_cli_errors_are_one_line(argv, words, capsys):
     assert len(lines) == 1 and lines[0].startswith("autoloss: error:") and all(w in lines[0] for w in words)
 
 
-def test_module_entry_point_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "autoloss.export", "export", str(tmp_path / "missing")],
+def test_export_error_from_the_command_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "autoloss.cli", "export", str(tmp_path / "missing")],
                             capture_output=True, text=True, timeout=120)
     assert_clean_error(result, "no such run directory")
 
