@@ -109,3 +109,17 @@ def test_sigmoid_space_with_fli():
     assert 0.5 < mos["fitness"] <= 1.0
     proxy = task.evaluate("FLI", "proxy", seed=0)
     assert 0.5 < proxy["fitness"] <= 1.0
+
+
+def test_confidence_stand_in_for_the_iou():
+    # W = the detached probability of the label: CEI = -p.detach() * log p has the gradient of -p,
+    # so it trains exactly like the MAE-like loss, while with W = 1 it is cross-entropy
+    one, confidence = NoisyDigitsTask(steps=300), NoisyDigitsTask(steps=300, iou="confidence")
+    assert one.evaluate("CEI", "proxy", seed=0)["fitness"] == one.evaluate(CE, "proxy", seed=0)["fitness"]
+    cei = confidence.evaluate("CEI", "proxy", seed=0)
+    assert cei["fitness"] == pytest.approx(confidence.evaluate(MAE, "proxy", seed=0)["fitness"], abs=0.004)
+    assert cei["fitness"] != one.evaluate("CEI", "proxy", seed=0)["fitness"]
+    sigmoid = NoisyDigitsTask(space="cls_sigmoid", steps=100, iou="confidence").evaluate("FLI", "proxy", seed=0)
+    assert 0.1 < sigmoid["fitness"] <= 1.0
+    with pytest.raises(UserError, match="iou must be one of one, confidence"):
+        NoisyDigitsTask(iou="box")

@@ -15,8 +15,11 @@ A one-hidden-layer MLP (64 -> ``hidden`` -> 10, float32, Adam) is trained with t
 * ``stage="mos"``: ``mos_steps`` steps on the verify subset; score = clean validation accuracy.
 
 Loss inputs, by role (the names come from the space): logits X (B x 10, no background column), the
-one-hot noisy target Y, and the IoU stand-in W: every sample is a perfectly localised positive, so
-W = 1 (B x 1) in softmax mode and W = Y (IoU 1 at the ground-truth class) in sigmoid mode. The
+one-hot noisy target Y, and the IoU stand-in W. With ``iou="one"`` (the default) every sample is a
+perfectly localised positive, so W = 1 (B x 1) in softmax mode and W = Y (IoU 1 at the ground-truth
+class) in sigmoid mode; CEI is then exactly CE. With ``iou="confidence"`` W is the model's own detached
+probability of the (noisy) label, a quality score computed from the prediction like an IoU; CEI =
+-p.detach() log p then has the gradient of -p and trains exactly like the MAE-like loss below. The
 per-sample loss is summed over its columns and averaged over the batch.
 
 The defaults are tuned so that cross-entropy visibly memorises the noise while robust losses do not:
@@ -68,6 +71,7 @@ VAL_FRACTION = 0.15
 VERIFY_PER_CLASS = 20
 STAGES = ("proxy", "mos")
 MODES = ("softmax", "sigmoid")
+IOU_STAND_INS = ("one", "confidence")
 
 
 class Diverged(RuntimeError):
@@ -135,6 +139,7 @@ class NoisyDigitsTask:
     hidden: int = 128
     lr: float = 0.005  # Adam
     data_seed: int = 0  # split + noise
+    iou: str = "one"  # the IoU stand-in W: "one" (a perfect box) or "confidence" (detached p of the label)
 
     def __post_init__(self):
         if not 0.0 <= self.noise < 1.0:
@@ -143,6 +148,8 @@ class NoisyDigitsTask:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"noisy digits: {name} must be a positive integer, got {value!r}")
+        if self.iou not in IOU_STAND_INS:
+            raise UserError(f"noisy digits: iou must be one of {', '.join(IOU_STAND_INS)}, got {self.iou!r}")
         if not self.lr > 0:
             raise UserError(f"noisy digits: lr must be positive, got {self.lr}")
         space = self.load_space()
@@ -191,6 +198,15 @@ class NoisyDigitsTask:
         return {"fitness": fitness, "stage": stage, "steps": split[-1], "final_loss": final_loss,
                 "seconds": time.perf_counter() - start}
 
+    def _iou(self, logits: torch.Tensor, target: torch.Tensor, sigmoid: bool) -> torch.Tensor:
+        """W: 1 for every sample, or the model's detached probability of the (noisy) label."""
+        if self.iou == "one":
+            return target if sigmoid else torch.ones(len(logits), 1, dtype=logits.dtype)
+        with torch.no_grad():
+            if sigmoid:
+                return target * torch.sigmoid(logits)
+            return (torch.softmax(logits, dim=1) * target).sum(dim=1, keepdim=True)
+
     def _train(self, space, loss_fn, seed, x, y, x_eval, y_eval, steps) -> tuple[float, float]:
         model = torch.nn.Sequential(
             torch.nn.Linear(x.shape[1], self.hidden, dtype=torch.float32), torch.nn.ReLU(),
@@ -205,7 +221,7 @@ class NoisyDigitsTask:
             index = torch.randint(n, (batch,), generator=generator)
             logits = model(x[index])
             target = torch.nn.functional.one_hot(y[index], NUM_CLASSES).to(logits.dtype)
-            iou = target if sigmoid else torch.ones(batch, 1, dtype=logits.dtype)
+            iou = self._iou(logits, target, sigmoid)
             out = loss_fn(**{logits_name: logits, target_name: target, iou_name: iou})
             loss = out.sum(dim=-1).mean()
             loss_value = loss.item()
