@@ -141,7 +141,8 @@ def _task_problem(args: argparse.Namespace):
     space = load_space(args.space or {"cls": "cls_softmax", "reg": "reg"}[args.branch])
     if space.branch != args.branch:
         raise UserError(f"space '{space.name}' is a {space.branch} space, not {args.branch}")
-    problem = task_problem(args.task, space, {"steps": args.steps} if args.steps else None)
+    params = {key: value for key, value in (("steps", args.steps), ("iou", args.iou)) if value is not None}
+    problem = task_problem(args.task, space, params or None)
     return problem, {"task_name": args.task, "space": space.name}
 
 
@@ -153,6 +154,8 @@ def _detection_problem(args: argparse.Namespace, out):
 
     if args.steps is not None:
         raise UserError("--steps applies to --task; a detector search takes --proxy-iters and --mos-iters")
+    if args.iou is not None:
+        raise UserError("--iou applies to --task; a detector computes the IoU of its own boxes")
     detector = args.detector
     if args.demo:
         from autoloss.data.synthetic import make_synthetic_coco
@@ -303,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(default: 30)")
     target.add_argument("--batch-size", type=int, help="training images per iteration (default: the config's)")
     target.add_argument("--steps", type=int, help="--task only: proxy training steps (task default if omitted)")
+    target.add_argument("--iou", choices=["one", "confidence"],
+                        help="--task only: the IoU stand-in W, 1 for every sample or the model's detached "
+                             "probability of the label (default: one)")
     evo = search.add_argument_group("evolution (the paper's Algorithm 1)")
     evo.add_argument("--strategy", choices=["cse", "vanilla", "random"], default="cse")
     evo.add_argument("--mode", choices=["generational", "steady-state"], default="generational")

@@ -139,3 +139,18 @@ def test_no_command_is_a_usage_error(capsys):
         main([])
     assert info.value.code == 2
     assert "usage: autoloss" in capsys.readouterr().err
+
+
+def test_task_search_takes_the_iou_stand_in(tmp_path, capsys):
+    """--iou reaches the noisy-digits task and is part of the stored run config (a resume must match it)."""
+    out = tmp_path / "run"
+    common = ["search", "--task", "noisy-digits", "--population", "4", "--generations", "1", "--top-k", "2",
+              "--parents", "2", "--steps", "30", "--workers", "1", "--quiet", "--out", str(out)]
+    assert main([*common, "--iou", "confidence"]) == 0
+    from autoloss.engine.store import RunStore
+
+    with RunStore(out / "run.sqlite") as store:
+        assert store.load_config()["task"]["iou"] == "confidence"
+    capsys.readouterr()
+    assert main([*common, "--resume"]) == 2  # the default iou differs from the stored run's
+    assert "different options" in capsys.readouterr().err

@@ -252,6 +252,7 @@ def test_unparsable_config_file(data, tmp_path):
     (["--detector", "fcos_small", "--demo", "--data", "somewhere"], ["drop --data"]),
     (["--task", "noisy-digits", "--proxy-iters", "5"], ["--proxy-iters applies to detector searches"]),
     (["--detector", "fcos_small", "--demo", "--steps", "5"], ["--steps applies to --task"]),
+    (["--detector", "fcos_small", "--demo", "--iou", "confidence"], ["--iou applies to --task"]),
     (["--detector", "fcos_small", "--demo", "--proxy-iters", "0"], ["--proxy-iters must be a positive integer"]),
 ])
 def test_inconsistent_options(tmp_path, args, words):
