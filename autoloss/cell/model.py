@@ -1,0 +1,102 @@
+"""The discrete cell as a module, and its parameter and multiply-add counts.
+
+``Cell(genotype, channels)`` maps two ``[B, C, H, W]`` inputs (the tracker's adapted Block3 and
+Block4 features, at the same stride) to the concatenation of its four nodes, ``[B, 4C, H, W]``.
+Node k sums its two edges, each an operation of :data:`OPERATIONS` at stride 1 on an earlier
+state. ``none`` edges build nothing; a node whose both edges are ``none`` outputs zeros.
+
+Drop-path (``drop_path_prob``, a plain attribute a schedule may change between epochs): in training,
+each edge other than ``skip_connect`` and ``none`` is zeroed per sample with that probability and
+rescaled by 1 / (1 - p), as in DARTS's evaluation networks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autoloss.cell.genotype import NODES, Genotype, check
+from autoloss.cell.operations import OPERATIONS, kernel_of
+
+
+def drop_path(x: torch.Tensor, prob: float) -> torch.Tensor:
+    """Zero whole samples with probability ``prob``; rescale the kept ones."""
+    keep = 1.0 - prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep
+
+
+class Cell(nn.Module):
+    """The DARTS cell of a genotype, at stride 1, without input preprocessing."""
+
+    def __init__(self, genotype: Genotype, channels: int, affine: bool = True, drop_path_prob: float = 0.0):
+        super().__init__()
+        check(genotype)
+        if channels < 1:
+            raise ValueError(f"channels must be positive, got {channels}")
+        self.genotype = genotype
+        self.channels = channels
+        self.out_channels = NODES * channels
+        self.drop_path_prob = drop_path_prob
+        self.edges = nn.ModuleList()
+        self._wiring: list[list[tuple[int, int, bool]]] = []  # per node: (input state, edge index, droppable)
+        for k in range(NODES):
+            node = []
+            for op, source in genotype.node(k):
+                if op == "none":
+                    continue
+                self.edges.append(OPERATIONS[op](channels, 1, affine))
+                node.append((source, len(self.edges) - 1, op != "skip_connect"))
+            self._wiring.append(node)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        if s0.shape != s1.shape or s0.dim() != 4 or s0.shape[1] != self.channels:
+            raise ValueError(f"Cell expects two [B, {self.channels}, H, W] inputs of one shape, "
+                             f"got {tuple(s0.shape)} and {tuple(s1.shape)}")
+        states = [s0, s1]
+        dropping = self.training and self.drop_path_prob > 0
+        for node in self._wiring:
+            total = None
+            for source, index, droppable in node:
+                h = self.edges[index](states[source])
+                if dropping and droppable:
+                    h = drop_path(h, self.drop_path_prob)
+                total = h if total is None else total + h
+            states.append(torch.zeros_like(s0) if total is None else total)
+        return torch.cat(states[2:], dim=1)
+
+
+# ----------------------------------------------------------------------------------- counts
+
+
+def _edge_parameters(op: str, channels: int, affine: bool) -> int:
+    bn = 2 * channels if affine else 0
+    if op.startswith("sep_conv"):
+        return 2 * (kernel_of(op) ** 2 * channels + channels * channels + bn)
+    if op.startswith("dil_conv"):
+        return kernel_of(op) ** 2 * channels + channels * channels + bn
+    return 0  # none, skip (identity at stride 1), pools (no BN in a discrete cell)
+
+
+def _edge_macs(op: str, channels: int, pixels: int) -> int:
+    if op.startswith("sep_conv"):
+        return 2 * (kernel_of(op) ** 2 * channels + channels * channels) * pixels
+    if op.startswith("dil_conv"):
+        return (kernel_of(op) ** 2 * channels + channels * channels) * pixels
+    return 0
+
+
+def count_parameters(genotype: Genotype, channels: int, affine: bool = True) -> int:
+    """Learnable parameters of ``Cell(genotype, channels, affine)``, without building it."""
+    check(genotype)
+    return sum(_edge_parameters(op, channels, affine) for op, _ in genotype.normal)
+
+
+def count_flops(genotype: Genotype, channels: int, height: int, width: int) -> int:
+    """Multiply-adds of the cell's convolutions on ``height x width`` maps (stride 1, 'same' padding).
+
+    A depthwise k x k conv costs k^2 * C per output pixel, a pointwise conv C^2 (padded taps
+    included, the usual convention); pools, additions, BN and ReLU are not counted.
+    """
+    check(genotype)
+    return sum(_edge_macs(op, channels, height * width) for op, _ in genotype.normal)
