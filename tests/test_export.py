@@ -124,6 +124,20 @@ def test_generated_code_reads_well(softmax, sigmoid, reg):
     assert all(len(line) <= 100 for line in fl.splitlines() + giou.splitlines())
 
 
+@pytest.mark.parametrize("operator", ["Sgdf", "Salf", "Serf", "Serfc"])
+def test_exported_rescaled_curve_imports_and_matches(operator, sigmoid, tmp_path):
+    """A module whose only S-curve is one of the rescaled ones imports (math where its copy needs it) and
+    computes the compiled tree, printed under the curve's rescaled name."""
+    node = parse(f"Mul(W,{operator}(X))", sigmoid)
+    module = write_module(tmp_path, f"curve_{operator.lower()}", [ExportedLoss(node, sigmoid, "CurveLoss",
+                                                                               "curve_loss", "One curve.")])
+    x = torch.linspace(-6, 6, 13, dtype=torch.float64).reshape(13, 1)
+    w = torch.rand(13, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = compile_loss(node, sigmoid.output)(X=x, Y=torch.zeros_like(x), W=w)
+    torch.testing.assert_close(module.curve_loss(x, torch.zeros_like(x), w), expected, rtol=0, atol=0)
+    assert f"{operator.lower()}(x)" in module.curve_loss.__doc__
+
+
 # ------------------------------------------------------------------------------------------------ modules
 
 

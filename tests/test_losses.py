@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autoloss.gates.convergence import ConvergenceGate
-from autoloss.gates.validity import ValidityGate
+from autoloss.loss.gates.convergence import ConvergenceGate
+from autoloss.loss.gates.validity import ValidityGate
 from autoloss.loss.compile import compile_loss
 from autoloss.loss.expression import parse
 from autoloss.loss.primitives import EPS, EXP_MAX, protected_div, protected_exp, protected_log
@@ -253,17 +253,51 @@ def test_b_reg_formula(reg):
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9)
 
 
+def _paper_b_cls(x, y, w):
+    """CSE-Autoloss-B_cls as section 4.1 of the paper writes it, with the authors' rescaled curves:
+    -[wy (1 + Serf(sigmoid(1 - y))) log sigmoid(x) + (Sgdf(x) - wy)(sigmoid(x) - wy) log(1 - sigmoid(x))],
+    Serf(t) = (erf(sqrt(pi) t / 4) + 1) / 2, Sgdf(t) = gd(pi t / 4) / pi + 1/2, gd(t) = 2 atan(tanh(t / 2))."""
+    s = torch.sigmoid(x)
+    serf = (torch.erf(math.sqrt(math.pi) * torch.sigmoid(1 - y) / 4) + 1) / 2
+    sgdf = 2 * torch.atan(torch.tanh(math.pi * x / 4 / 2)) / math.pi + 0.5
+    wy = w * y
+    return -(wy * (1 + serf) * torch.log(s) + (sgdf - wy) * (s - wy) * torch.log(1 - s))
+
+
+def _b_cls_batch():
+    """A small fixed batch: 4 rows x 3 classes, two positives (IoU 0.9 and 0.35), one all-negative row."""
+    x = torch.tensor([[2.0, -1.0, 0.0], [-5.0, 0.5, 3.0], [1.5, -2.5, -0.2], [0.0, 4.0, -3.0]], dtype=f64)
+    labels = torch.tensor([0, 2, 3, 1])  # 3 = background
+    iou = torch.tensor([0.9, 0.35, 0.0, 0.6], dtype=f64)
+    y = F.one_hot(labels, 4)[:, :3].to(f64)
+    return x, labels, y, iou
+
+
 def test_b_cls_formula(sigmoid):
-    """B_cls == -[q (1 + erf'(sigmoid(1-y))) log s + (gd'(x) - q)(s - q) log(1 - s)] with q the IoU,
-    erf'/gd' the curves rescaled to (0, 1)."""
+    """The compiled authors' string equals the paper's formula written out by hand, on a fixed batch and
+    on a random one (the arguments of B_cls: W = IoU * y, as the space feeds it)."""
+    x, _, y, iou = _b_cls_batch()
+    w = iou[:, None] * y
+    got = run(sigmoid, AUTHORS["CSE-Autoloss-B_cls"][1], X=x, Y=y, W=w)
+    torch.testing.assert_close(got, _paper_b_cls(x, y, iou[:, None]), rtol=1e-12, atol=1e-14)
     x, y, q = sigmoid_batch(3)
     x = x.clamp(-12, 12)  # 1 - sigmoid(x) keeps its precision (large logits: the mmdet test)
-    s = torch.sigmoid(x)
-    erf01 = (torch.erf(torch.sigmoid(1 - y)) + 1) / 2
-    gd01 = 2 * torch.atan(torch.tanh(x / 2)) / math.pi + 0.5
-    expected = -(q * (1 + erf01) * torch.log(s) + (gd01 - q) * (s - q) * torch.log(1 - s))
     got = run(sigmoid, AUTHORS["CSE-Autoloss-B_cls"][1], X=x, Y=y, W=q)
-    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got, _paper_b_cls(x, y, q), rtol=1e-9, atol=1e-12)
+
+
+def test_zoo_b_cls_is_the_papers_formula():
+    """The committed zoo's B_cls function, and its loss module (alpha off, no reduction, IoU given), compute
+    the paper's formula on the fixed batch."""
+    pytest.importorskip("mmdet")
+    from autoloss.zoo.cse_autoloss import CSEAutolossBClsLoss, cse_autoloss_b_cls_loss
+
+    x, labels, y, iou = _b_cls_batch()
+    expected = _paper_b_cls(x, y, iou[:, None])
+    got = cse_autoloss_b_cls_loss(x, y, iou[:, None] * y)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+    module = CSEAutolossBClsLoss(alpha=None, reduction="none")
+    torch.testing.assert_close(module(x, labels, iou=iou), expected, rtol=1e-12, atol=1e-14)
 
 
 # ------------------------------------------------------------------------------ protected operators

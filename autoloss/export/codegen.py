@@ -64,8 +64,8 @@ HELPERS = {
 }
 # names of temporaries for a call over one named value: sigmoid_x, exp_w, ...
 _CALL_WORDS = {"Exp": "exp", "Log": "log", "Abs": "abs", "Sqrt": "sqrt", "Softmax": "softmax",
-               "Softplus": "softplus", "Sig": "sigmoid", "Sgdf": "gd", "Salf": "alf", "Serf": "erf",
-               "Serfc": "erfc", "Tanh": "tanh", "Relu": "relu", "Sin": "sin", "Cos": "cos",
+               "Softplus": "softplus", "Sig": "sigmoid", "Sgdf": "sgdf", "Salf": "salf", "Serf": "serf",
+               "Serfc": "serfc", "Tanh": "tanh", "Relu": "relu", "Sin": "sin", "Cos": "cos",
                "Div": "over", "Dot": "dot"}
 _CONST_WORDS = {"1": "one", "2": "two", "3": "three"}
 # names an exported module defines at the top level: parameters and temporaries must not shadow them

@@ -160,7 +160,7 @@ def _imports(helpers: list[str], with_heads: bool, heads_source: str) -> str:
         "from mmdet.registry import MODELS",
         "from torch import Tensor, nn",
     ]
-    if "scaled_gd" in helpers:
+    if any("math." in helper_source(h) for h in helpers):  # the rescaled S-curves use math.pi
         statements.append("import math")
     if with_heads:
         statements += _import_lines(heads_source)

@@ -7,8 +7,16 @@ mathematical function, used by the convergence property verification) and infix 
 Protected operators, as the paper describes: ``Log`` clamps its argument to ``EPS``, ``Div`` is
 ``x1 / (x2 + eps)`` with the denominator kept away from zero, ``Exp`` clamps its argument to
 ``EXP_MAX``. ``Sqrt`` is deliberately unprotected: a square root of a negative number is the kind of
-defect the validity gate exists to catch. The S-shaped curves gd, alf, erf and erfc are rescaled to
-(0, 1) like the sigmoid (``Sgdf``, ``Salf``, ``Serf``, ``Serfc``).
+defect the validity gate exists to catch.
+
+The S-shaped curves gd, alf, erf and erfc enter as the CSE-Autoloss authors' rescaled versions,
+whose input and output are both scaled so that, like the sigmoid, each runs from 0 to 1 through 1/2
+with slope 1/4 at 0 (printed ``sgdf``, ``salf``, ``serf``, ``serfc`` in infix and LaTeX)::
+
+    Sgdf(x)  = gd(pi x / 4) / pi + 1/2     gd(x)  = 2 atan(tanh(x / 2))
+    Salf(x)  = (alf(x / 2) + 1) / 2        alf(x) = x / sqrt(1 + x^2)
+    Serf(x)  = (erf(sqrt(pi) x / 4) + 1) / 2
+    Serfc(x) = 1 - Serf(x) = erfc(sqrt(pi) x / 4) / 2
 """
 
 from __future__ import annotations
@@ -50,21 +58,24 @@ def softmax_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def scaled_gd(x: torch.Tensor) -> torch.Tensor:
-    """Gudermannian 2*atan(tanh(x/2)), rescaled from (-pi/2, pi/2) to (0, 1)."""
-    return 2.0 * torch.atan(torch.tanh(x / 2.0)) / math.pi + 0.5
+    """Sgdf: the Gudermannian gd(t) = 2 atan(tanh(t / 2)) at t = pi x / 4, divided by pi, plus 1/2."""
+    return 2.0 * torch.atan(torch.tanh(x * (math.pi / 8.0))) / math.pi + 0.5
 
 
 def scaled_alf(x: torch.Tensor) -> torch.Tensor:
-    """Algebraic sigmoid x / sqrt(1 + x^2), rescaled from (-1, 1) to (0, 1)."""
-    return (x * torch.rsqrt(1.0 + x * x) + 1.0) / 2.0
+    """Salf: (alf(x / 2) + 1) / 2 with the algebraic sigmoid alf(t) = t / sqrt(1 + t^2)."""
+    half = x / 2.0
+    return (half * torch.rsqrt(1.0 + half * half) + 1.0) / 2.0
 
 
 def scaled_erf(x: torch.Tensor) -> torch.Tensor:
-    return (torch.erf(x) + 1.0) / 2.0
+    """Serf: (erf(sqrt(pi) x / 4) + 1) / 2."""
+    return (torch.erf(x * (math.sqrt(math.pi) / 4.0)) + 1.0) / 2.0
 
 
 def scaled_erfc(x: torch.Tensor) -> torch.Tensor:
-    return torch.erfc(x) / 2.0
+    """Serfc: 1 - Serf(x), computed as erfc(sqrt(pi) x / 4) / 2 (precise where Serf is near 1)."""
+    return torch.erfc(x * (math.sqrt(math.pi) / 4.0)) / 2.0
 
 
 def _sym_softmax(*args):  # pragma: no cover - softmax is handled column-wise by symbolic.py
@@ -89,6 +100,23 @@ def _sym_sigmoid(x):
     return 1 / (1 + sympy.exp(-x))
 
 
+def _sym_scaled_gd(x):
+    return 2 * sympy.atan(sympy.tanh(sympy.pi * x / 8)) / sympy.pi + sympy.Rational(1, 2)
+
+
+def _sym_scaled_alf(x):
+    half = x / 2
+    return (half / sympy.sqrt(1 + half**2) + 1) / 2
+
+
+def _sym_scaled_erf(x):
+    return (sympy.erf(sympy.sqrt(sympy.pi) * x / 4) + 1) / 2
+
+
+def _sym_scaled_erfc(x):
+    return sympy.erfc(sympy.sqrt(sympy.pi) * x / 4) / 2
+
+
 OPERATORS: dict[str, Operator] = {
     op.name: op
     for op in [
@@ -103,14 +131,11 @@ OPERATORS: dict[str, Operator] = {
         Operator("Softplus", 1, F.softplus, lambda a: sympy.log(1 + sympy.exp(a)), "softplus({0})",
                  r"\operatorname{{softplus}}\left({0}\right)"),
         Operator("Sig", 1, torch.sigmoid, _sym_sigmoid, "sigmoid({0})", r"\sigma\left({0}\right)"),
-        Operator("Sgdf", 1, scaled_gd, lambda a: 2 * sympy.atan(sympy.tanh(a / 2)) / sympy.pi + sympy.Rational(1, 2),
-                 "gd({0})", r"\operatorname{{gd}}\left({0}\right)"),
-        Operator("Salf", 1, scaled_alf, lambda a: (a / sympy.sqrt(1 + a**2) + 1) / 2,
-                 "alf({0})", r"\operatorname{{alf}}\left({0}\right)"),
-        Operator("Serf", 1, scaled_erf, lambda a: (sympy.erf(a) + 1) / 2,
-                 "erf({0})", r"\operatorname{{erf}}\left({0}\right)"),
-        Operator("Serfc", 1, scaled_erfc, lambda a: sympy.erfc(a) / 2,
-                 "erfc({0})", r"\operatorname{{erfc}}\left({0}\right)"),
+        Operator("Sgdf", 1, scaled_gd, _sym_scaled_gd, "sgdf({0})", r"\operatorname{{sgdf}}\left({0}\right)"),
+        Operator("Salf", 1, scaled_alf, _sym_scaled_alf, "salf({0})", r"\operatorname{{salf}}\left({0}\right)"),
+        Operator("Serf", 1, scaled_erf, _sym_scaled_erf, "serf({0})", r"\operatorname{{serf}}\left({0}\right)"),
+        Operator("Serfc", 1, scaled_erfc, _sym_scaled_erfc, "serfc({0})",
+                 r"\operatorname{{serfc}}\left({0}\right)"),
         Operator("Tanh", 1, torch.tanh, sympy.tanh, "tanh({0})", r"\tanh\left({0}\right)"),
         Operator("Relu", 1, torch.relu, lambda a: sympy.Max(a, 0), "relu({0})",
                  r"\operatorname{{relu}}\left({0}\right)"),

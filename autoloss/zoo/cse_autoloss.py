@@ -13,7 +13,7 @@ CSEAutolossARegLoss:
     1 - (i / u - (e - (i + 2)) / e)
 
 CSEAutolossBClsLoss:
-    -(w * (1 + erf(sigmoid(1 - y))) * log(sigmoid(x)) + (gd(x) - w) * (1 - w - (1 -
+    -(w * (1 + serf(sigmoid(1 - y))) * log(sigmoid(x)) + (sgdf(x) - w) * (1 - w - (1 -
         sigmoid(x))) * log(1 - sigmoid(x)))
 
 CSEAutolossBRegLoss:
@@ -98,12 +98,13 @@ def class_dot(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
 
 
 def scaled_gd(x: torch.Tensor) -> torch.Tensor:
-    """Gudermannian 2*atan(tanh(x/2)), rescaled from (-pi/2, pi/2) to (0, 1)."""
-    return 2.0 * torch.atan(torch.tanh(x / 2.0)) / math.pi + 0.5
+    """Sgdf: the Gudermannian gd(t) = 2 atan(tanh(t / 2)) at t = pi x / 4, divided by pi, plus 1/2."""
+    return 2.0 * torch.atan(torch.tanh(x * (math.pi / 8.0))) / math.pi + 0.5
 
 
 def scaled_erf(x: torch.Tensor) -> torch.Tensor:
-    return (torch.erf(x) + 1.0) / 2.0
+    """Serf: (erf(sqrt(pi) x / 4) + 1) / 2."""
+    return (torch.erf(x * (math.sqrt(math.pi) / 4.0)) + 1.0) / 2.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,7 +123,7 @@ def cse_autoloss_a_reg_loss(I, U, E):
 
 def cse_autoloss_b_cls_loss(X, Y, W):
     """
-    -(w * (1 + erf(sigmoid(1 - y))) * log(sigmoid(x)) + (gd(x) - w) * (1 - w - (1 -
+    -(w * (1 + serf(sigmoid(1 - y))) * log(sigmoid(x)) + (sgdf(x) - w) * (1 - w - (1 -
     sigmoid(x))) * log(1 - sigmoid(x)))
     """
     t1 = (1 - W - (1 - torch.sigmoid(X))) * F.logsigmoid(-X)
@@ -356,11 +357,11 @@ class CSEAutolossBClsLoss(SigmoidClsLossBase):
         prefix: Neg(Add(Mul(W,Mul(Add(1,Serf(Sig(Sub(1,Y)))),Log(Sig(X)))),Mul(Add(Sgdf(X),
                 Neg(W)),Mul(Add(Add(1,Neg(W)),Neg(Add(1,Neg(Sig(X))))),Log(Add(1,
                 Neg(Sig(X))))))))
-        infix:  -(w * (1 + erf(sigmoid(1 - y))) * log(sigmoid(x)) + (gd(x) - w) * (1 - w - (1 -
-                sigmoid(x))) * log(1 - sigmoid(x)))
-        LaTeX:  -\left(w \cdot \left(1 + \operatorname{erf}\left(\sigma\left(1 -
+        infix:  -(w * (1 + serf(sigmoid(1 - y))) * log(sigmoid(x)) + (sgdf(x) - w) * (1 - w - (1
+                - sigmoid(x))) * log(1 - sigmoid(x)))
+        LaTeX:  -\left(w \cdot \left(1 + \operatorname{serf}\left(\sigma\left(1 -
                 y\right)\right)\right) \cdot \log\left(\sigma\left(x\right)\right) +
-                \left(\operatorname{gd}\left(x\right) - w\right) \cdot \left(1 - w - \left(1 -
+                \left(\operatorname{sgdf}\left(x\right) - w\right) \cdot \left(1 - w - \left(1 -
                 \sigma\left(x\right)\right)\right) \cdot \log\left(1 -
                 \sigma\left(x\right)\right)\right)
 
