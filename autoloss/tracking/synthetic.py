@@ -434,7 +434,9 @@ def _occluder(rng: np.random.Generator, s: SyntheticSettings, target: np.ndarray
         centre_mid = centre_mid + rng.uniform(-0.3, 0.3, size=2) * target[middle, 2:]
     heading = rng.uniform(0, 2 * np.pi)
     crossing = float(rng.uniform(max(3.0, n / 6), max(4.0, n / 3)))  # frames to move by its own size
-    speed = max(w, h) / crossing
+    # Fast enough to start clear of the target in the first frame (a centre distance of both extents).
+    clearance = 1.1 * (max(w, h) + float(extent.max()) + float(np.linalg.norm(centre_mid - target[0, :2] - target[0, 2:] / 2)))
+    speed = max(max(w, h) / crossing, clearance / middle)
     direction = np.array([math.cos(heading), math.sin(heading)])
     times = np.arange(n) - middle
     centres = centre_mid + times[:, None] * speed * direction
@@ -552,7 +554,7 @@ def _colour(p: _Pattern, u: np.ndarray, v: np.ndarray, t: int) -> np.ndarray:
 def _write_sequence(folder: Path, sequence: SyntheticSequence, s: SyntheticSettings) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for index, frame in enumerate(sequence.frames, start=1):
-        Image.fromarray(frame).save(folder / f"{index:08d}.jpg", format="JPEG", quality=s.jpeg_quality)
+        Image.fromarray(frame).save(folder / f"{index:08d}.jpg", format="JPEG", quality=s.jpeg_quality, subsampling=0)
     lines = [",".join(f"{value:.4f}" for value in box) for box in sequence.boxes]
     (folder / "groundtruth.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     _write_labels(folder / "absence.label", sequence.absent.astype(np.int64))
