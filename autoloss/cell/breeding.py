@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from autoloss.cell.canonical import key
+from autoloss.cell.canonical import canonical_key
 from autoloss.cell.genotype import EDGES, NODES, Genotype, Pair, check
 from autoloss.cell.operations import PRIMITIVES
 
@@ -59,10 +59,10 @@ def _mutate_once(genotype: Genotype, rng: random.Random) -> Genotype:
 def mutate(genotype: Genotype, rng: random.Random) -> Genotype:
     """A child differing in exactly one edge, preferably one with a different canonical form."""
     check(genotype)
-    parent = key(genotype)
+    parent = canonical_key(genotype)
     for _ in range(ATTEMPTS):
         child = _mutate_once(genotype, rng)
-        if key(child) != parent:
+        if canonical_key(child) != parent:
             return child
     return child
 
@@ -84,14 +84,14 @@ def initial_population(initial: Genotype, size: int, rng: random.Random, max_mut
     """``size`` cells, each the initial one after 1..max_mutations mutations, distinct where possible."""
     check(initial)
     population: list[Genotype] = []
-    seen = {key(initial)}
+    seen = {canonical_key(initial)}
     for _ in range(size):
         for _ in range(ATTEMPTS):
             child = initial
             for _ in range(rng.randint(1, max_mutations)):
                 child = mutate(child, rng)
-            if key(child) not in seen:
+            if canonical_key(child) not in seen:
                 break
-        seen.add(key(child))
+        seen.add(canonical_key(child))
         population.append(child)
     return population

@@ -60,11 +60,11 @@ def canonical(genotype: Genotype) -> Genotype:
     return Genotype(normal=tuple(pairs))
 
 
-def key(genotype: Genotype) -> str:
-    """The identity key of a cell: its canonical form, printed."""
+def canonical_key(genotype: Genotype) -> str:
+    """The cell's identity up to equivalence: its canonical form, printed."""
     return format_genotype(canonical(genotype))
 
 
 def fingerprint(genotype: Genotype) -> str:
-    """A short hash of the canonical form (16 hex digits)."""
-    return hashlib.sha256(key(genotype).encode()).hexdigest()[:16]
+    """A short hash of the canonical form (16 hex digits): equal for equivalent cells."""
+    return hashlib.sha256(canonical_key(genotype).encode()).hexdigest()[:16]

@@ -12,7 +12,7 @@ from typing import Sequence
 from autoloss.cell.canonical import canonical, fingerprint, zero_nodes
 from autoloss.cell.genotype import NODES, Genotype, problems
 from autoloss.cell.model import count_flops, count_parameters
-from autoloss.gates.base import Verdict
+from autoloss.engine.protocols import Verdict
 
 INPUT_NAMES = ("input 0 (Block3, c_{k-2})", "input 1 (Block4, c_{k-1})")
 

@@ -39,6 +39,7 @@ class Cell(nn.Module):
         self.out_channels = NODES * channels
         self.drop_path_prob = drop_path_prob
         self.edges = nn.ModuleList()
+        self.edge_specs: list[tuple[int, str, int]] = []  # (node, operation, input state), aligned with edges
         self._wiring: list[list[tuple[int, int, bool]]] = []  # per node: (input state, edge index, droppable)
         for k in range(NODES):
             node = []
@@ -46,6 +47,7 @@ class Cell(nn.Module):
                 if op == "none":
                     continue
                 self.edges.append(OPERATIONS[op](channels, 1, affine))
+                self.edge_specs.append((k, op, source))
                 node.append((source, len(self.edges) - 1, op != "skip_connect"))
             self._wiring.append(node)
 

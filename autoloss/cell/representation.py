@@ -1,7 +1,10 @@
 """The cell as a representation of the engine: parse, identity, description, start, gates, breeding.
 
-The engine stores and passes cells as their printed form (``str(genotype)``) and parses them back;
-duplicates are recognised by :meth:`CellRepresentation.fingerprint` (the canonical form's hash).
+It follows ``autoloss.engine.protocols`` (Representation and Operators): the engine stores a cell
+as its printed form, :meth:`CellRepresentation.key` (``parse(key(g)) == g``), and recognises
+duplicates by :meth:`CellRepresentation.fingerprint`, the hash of the canonical form (equal for
+cells that compute the same function; :func:`~autoloss.cell.canonical.canonical_key` is that form
+printed).
 
 The initial cell (:data:`INITIAL`) is DARTS_V2's normal cell (second-order DARTS on CIFAR-10): a
 published, well-tried cell that reads both inputs, mostly 3x3 separable convs with two skips and a
@@ -16,7 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from autoloss.cell import breeding
-from autoloss.cell.canonical import canonical, fingerprint, key
+from autoloss.cell.canonical import canonical, fingerprint
 from autoloss.cell.gates import BudgetGate, StructureGate
 from autoloss.cell.genotype import Genotype, format_genotype, parse_genotype
 from autoloss.cell.model import count_flops, count_parameters
@@ -83,7 +86,8 @@ class CellRepresentation:
         return parse_genotype(text)
 
     def key(self, genotype: Genotype) -> str:
-        return key(genotype)
+        """The text stored for the cell: its printed form (the canonical one is in ``describe``)."""
+        return format_genotype(genotype)
 
     def fingerprint(self, genotype: Genotype) -> str:
         return fingerprint(genotype)
@@ -104,7 +108,7 @@ class CellRepresentation:
         return self._initial
 
     def gates(self, options: Mapping[str, Any] | None = None) -> list:
-        """The structure gate, then the budget gate (from ``options`` over this representation's space)."""
+        """The structure gate, then the budget gate (this representation's space, ``options`` overriding it)."""
         s = CellSpace.from_options(options, base=self.space)
         return [StructureGate(), BudgetGate(s.max_params, s.max_flops, s.channels, s.height, s.width)]
 
