@@ -215,7 +215,7 @@ def test_not_a_got10k_folder(tmp_path):
 def test_missing_sequence_folder(split_copy):
     with open(split_copy / "weights" / "list.txt", "a") as f:
         f.write("ghost\n")
-    _one_line_error(lambda: read_sequences(split_copy, "weights"), "ghost", "does not exist")
+    _one_line_error(lambda: read_sequences(split_copy, "weights"), "list.txt line 4", "ghost does not exist")
 
 
 def test_bad_list_file(split_copy):

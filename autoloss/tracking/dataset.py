@@ -85,6 +85,9 @@ def read_sequences(
         where = f"{folder}/{LIST_FILE}" if subset is None else f"{list_file} (subset {subset!r})"
         raise UserError(f"{folder} is not a GOT-10k-layout folder: no {where}")
     names = _read_list(list_file)
+    for number, name in enumerate(names, start=1):
+        if not (folder / name).is_dir():
+            raise UserError(f"{list_file} line {number}: sequence folder {folder / name} does not exist")
     return [
         read_sequence(folder / name, allow_first_only=allow_first_only, check_frames=check_frames)
         for name in names
@@ -95,7 +98,7 @@ def read_sequence(folder: str | Path, allow_first_only: bool = False, check_fram
     """Read one GOT-10k sequence folder (see :func:`read_sequences`)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"sequence folder {folder} named in {folder.parent / LIST_FILE} does not exist")
+        raise UserError(f"sequence folder {folder} does not exist")
     frames = _list_frames(folder)
     image_size = _frame_size(frames, check_all=check_frames)
     count = len(frames)
