@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from got10k.datasets import GOT10k  # the toolkit (dev extras), in tests only
 from PIL import Image
 
 from autoloss.errors import UserError
@@ -75,9 +76,8 @@ def test_reader_accepts_what_the_generator_writes(small_split):
 
 
 def test_the_toolkit_dataset_accepts_the_generated_folder(tmp_path):
-    got10k = pytest.importorskip("got10k.datasets")
     generate_split(tmp_path, "test", sequences=2, frames=FRAMES, size=SIZE, folder="val")
-    dataset = got10k.GOT10k(str(tmp_path), subset="val", return_meta=True)
+    dataset = GOT10k(str(tmp_path), subset="val", return_meta=True)
     ours = read_sequences(tmp_path, "val")
     assert len(dataset) == 2
     for index, sequence in enumerate(ours):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from got10k.experiments import ExperimentGOT10k  # the toolkit (dev extras), in tests only
+from got10k.utils import metrics as toolkit_metrics
 
 from autoloss.errors import UserError
 from autoloss.tracking.dataset import read_sequences
@@ -33,7 +35,7 @@ def _predictions(rng: np.random.Generator, gt: np.ndarray) -> np.ndarray:
     pred[far] = rng.uniform([0, 0, 4, 4], [SIZE, SIZE, 30, 30], size=(int(far.sum()), 4))
     out = rng.random(len(gt)) < 0.15
     pred[out, :2] -= 25  # partly or wholly left of / above the image: clipping matters
-    pred[-1] = [SIZE - 10, SIZE - 8, 40, 30]  # reaches past the right and bottom borders
+    pred[[1, -1]] = gt[[1, -1]] + [0, 0, SIZE, SIZE]  # overlaps the target, reaches past both borders
     return pred
 
 
@@ -41,7 +43,6 @@ def _predictions(rng: np.random.Generator, gt: np.ndarray) -> np.ndarray:
 def evaluated(tmp_path_factory):
     """A small val split with occlusion, our tracker's results in the toolkit layout, and the
     toolkit's own report on them."""
-    experiments = pytest.importorskip("got10k.experiments")
     root = tmp_path_factory.mktemp("got10k")
     settings = replace(split_settings("holdout", 5, 14, SIZE), occlusion_probability=1.0)
     write_sequences(root / "val", settings, "holdout", seed=1)
@@ -56,7 +57,7 @@ def evaluated(tmp_path_factory):
         times[sequence.name] = rng.uniform(0.005, 0.05, size=len(sequence.boxes))
         times[sequence.name][0] = 0.0  # the toolkit drops non-positive times
         write_results(tracker_dir, sequence.name, predictions[sequence.name], times[sequence.name])
-    experiment = experiments.ExperimentGOT10k(
+    experiment = ExperimentGOT10k(
         str(root), subset="val", result_dir=str(root / "results"), report_dir=str(root / "reports")
     )
     report = experiment.report(["ours"])["ours"]
@@ -96,19 +97,18 @@ def test_score_results_reads_the_folder_as_the_toolkit(evaluated):
 
 
 def test_iou_matches_the_toolkits_rect_and_polygon_iou():
-    metrics = pytest.importorskip("got10k.utils.metrics")
     rng = np.random.default_rng(3)
     a = np.column_stack([rng.uniform(-30, 90, (500, 2)), rng.uniform(0.5, 60, (500, 2))])
     b = np.column_stack([rng.uniform(-30, 90, (500, 2)), rng.uniform(0.5, 60, (500, 2))])
     b[:100] = a[:100] + rng.normal(0, 3, (100, 4)) * [1, 1, 0, 0]  # many overlapping pairs
     ours = iou(clip_boxes(a, (SIZE, SIZE)), clip_boxes(b, (SIZE, SIZE)))
-    np.testing.assert_allclose(ours, metrics.rect_iou(a.copy(), b.copy(), bound=(SIZE, SIZE)), atol=1e-12)
-    np.testing.assert_allclose(iou(a, b), metrics.poly_iou(a, b), atol=1e-6)
+    np.testing.assert_allclose(ours, toolkit_metrics.rect_iou(a.copy(), b.copy(), bound=(SIZE, SIZE)), atol=1e-12)
+    np.testing.assert_allclose(iou(a, b), toolkit_metrics.poly_iou(a, b), atol=1e-6)
     # The toolkit's rect_iou (what its GOT-10k evaluation uses) moves a box starting left of or
     # above the image to 0 keeping its size, where poly_iou cuts it: they agree only on boxes
     # starting inside the image.
     inside = (a[:, :2] >= 0).all(axis=1) & (b[:, :2] >= 0).all(axis=1)
-    polygons = metrics.poly_iou(a, b, bound=(SIZE, SIZE))
+    polygons = toolkit_metrics.poly_iou(a, b, bound=(SIZE, SIZE))
     np.testing.assert_allclose(ours[inside], polygons[inside], atol=1e-6)
     assert np.abs(ours[~inside] - polygons[~inside]).max() > 0.1
     assert (ours[:100] > 0).mean() > 0.5
