@@ -20,6 +20,15 @@ from autoloss.differentiable.schedule import EarlyStopping, arch_warmup, skip_dr
 DTYPE = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and much faster on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------------------ a quadratic bilevel problem
 
 
