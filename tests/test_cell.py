@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -11,7 +13,7 @@ from autoloss.cell.breeding import OP_WEIGHTS, crossover, initial_population, mu
 from autoloss.cell.canonical import canonical, canonical_key, fingerprint, zero_nodes
 from autoloss.cell.gates import BudgetGate, StructureGate, inputs_reaching_output
 from autoloss.cell.genotype import Genotype, format_genotype, from_nodes, parse_genotype, problems
-from autoloss.cell.model import count_parameters
+from autoloss.cell.cost import count_parameters
 from autoloss.cell.operations import PRIMITIVES
 from autoloss.cell.representation import INITIAL, CellRepresentation, CellSpace
 from autoloss.errors import UserError
@@ -300,3 +302,11 @@ def test_genotype_is_immutable_plain_data():
         g.normal = ()  # type: ignore[misc]
     assert isinstance(g.normal, tuple) and hash(g) == hash(parse_genotype(DARTS_V2_NORMAL))
     assert set(PRIMITIVES) >= {op for op, _ in g.normal}
+
+
+def test_parsing_gates_and_breeding_do_not_import_torch():
+    code = ("import sys, random; from autoloss.cell.representation import CellRepresentation as R; r = R(); "
+            "[g.evaluate([r.mutate(r.initial(), random.Random(0))]) for g in r.gates()]; "
+            "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

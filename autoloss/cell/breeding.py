@@ -24,8 +24,7 @@ import dataclasses
 import random
 
 from autoloss.cell.canonical import canonical_key
-from autoloss.cell.genotype import EDGES, NODES, Genotype, Pair, check
-from autoloss.cell.operations import PRIMITIVES
+from autoloss.cell.genotype import EDGES, NODES, PRIMITIVES, Genotype, Pair, check
 
 OP_WEIGHTS: dict[str, float] = {op: (0.25 if op == "none" else 1.0) for op in PRIMITIVES}
 ATTEMPTS = 20

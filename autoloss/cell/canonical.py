@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import hashlib
 
-from autoloss.cell.genotype import NODES, Genotype, Pair, check, format_genotype
-from autoloss.cell.operations import PRIMITIVES, ZERO_PRESERVING
+from autoloss.cell.genotype import NODES, PRIMITIVES, Genotype, Pair, check, format_genotype
 
 NONE_EDGE: Pair = ("none", 0)
+# Operations without parameters that map all-zero inputs to all-zero outputs (a discrete cell's
+# pools have no BN; max pooling pads with -inf, average pooling ignores the padding).
+ZERO_PRESERVING = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"})
 
 
 def zero_nodes(genotype: Genotype) -> set[int]:

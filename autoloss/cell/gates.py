@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from autoloss.cell.canonical import canonical, fingerprint, zero_nodes
+from autoloss.cell.cost import count_flops, count_parameters
 from autoloss.cell.genotype import NODES, Genotype, problems
-from autoloss.cell.model import count_flops, count_parameters
 from autoloss.engine.protocols import Verdict
 
 INPUT_NAMES = ("input 0 (Block3, c_{k-2})", "input 1 (Block4, c_{k-1})")

@@ -16,6 +16,7 @@ as written; the canonical form (:mod:`autoloss.cell.canonical`) drops it. A conc
 printed as a list: ``range(2, 6)`` prints back as ``[2, 3, 4, 5]``.
 
 The parser is a tokenizer and a recursive descent over a whitelist of names: it never evaluates.
+This module (like canonical, breeding, cost, gates and representation) does not import torch.
 """
 
 from __future__ import annotations
@@ -24,8 +25,19 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from autoloss.cell.operations import PRIMITIVES
 from autoloss.errors import UserError
+
+# The operation names, in the order of a supernet's alpha columns (the modules: autoloss.cell.operations).
+PRIMITIVES = [
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+]
 
 NODES = 4
 EDGES = 2 * NODES

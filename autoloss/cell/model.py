@@ -1,4 +1,4 @@
-"""The discrete cell as a module, and its parameter and multiply-add counts.
+"""The discrete cell as a module (its parameter and multiply-add counts: :mod:`autoloss.cell.cost`).
 
 ``Cell(genotype, channels)`` maps two ``[B, C, H, W]`` inputs (the tracker's adapted Block3 and
 Block4 features, at the same stride) to the concatenation of its four nodes, ``[B, 4C, H, W]``.
@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from autoloss.cell.cost import count_flops, count_parameters  # noqa: F401  (the cell's counts, torch-free)
 from autoloss.cell.genotype import NODES, Genotype, check
-from autoloss.cell.operations import OPERATIONS, kernel_of
+from autoloss.cell.operations import OPERATIONS
 
 
 def drop_path(x: torch.Tensor, prob: float) -> torch.Tensor:
@@ -66,39 +67,3 @@ class Cell(nn.Module):
                 total = h if total is None else total + h
             states.append(torch.zeros_like(s0) if total is None else total)
         return torch.cat(states[2:], dim=1)
-
-
-# ----------------------------------------------------------------------------------- counts
-
-
-def _edge_parameters(op: str, channels: int, affine: bool) -> int:
-    bn = 2 * channels if affine else 0
-    if op.startswith("sep_conv"):
-        return 2 * (kernel_of(op) ** 2 * channels + channels * channels + bn)
-    if op.startswith("dil_conv"):
-        return kernel_of(op) ** 2 * channels + channels * channels + bn
-    return 0  # none, skip (identity at stride 1), pools (no BN in a discrete cell)
-
-
-def _edge_macs(op: str, channels: int, pixels: int) -> int:
-    if op.startswith("sep_conv"):
-        return 2 * (kernel_of(op) ** 2 * channels + channels * channels) * pixels
-    if op.startswith("dil_conv"):
-        return (kernel_of(op) ** 2 * channels + channels * channels) * pixels
-    return 0
-
-
-def count_parameters(genotype: Genotype, channels: int, affine: bool = True) -> int:
-    """Learnable parameters of ``Cell(genotype, channels, affine)``, without building it."""
-    check(genotype)
-    return sum(_edge_parameters(op, channels, affine) for op, _ in genotype.normal)
-
-
-def count_flops(genotype: Genotype, channels: int, height: int, width: int) -> int:
-    """Multiply-adds of the cell's convolutions on ``height x width`` maps (stride 1, 'same' padding).
-
-    A depthwise k x k conv costs k^2 * C per output pixel, a pointwise conv C^2 (padded taps
-    included, the usual convention); pools, additions, BN and ReLU are not counted.
-    """
-    check(genotype)
-    return sum(_edge_macs(op, channels, height * width) for op, _ in genotype.normal)

@@ -14,7 +14,8 @@ an ``nn.Module`` mapping ``[B, C, H, W]`` to ``[B, C, ceil(H / stride), ceil(W /
 
 Convolutions carry no bias (BN follows each of them). ``pool_bn`` matters to the pools only; it is
 accepted by every factory so a supernet can call all of them the same way.
-``PRIMITIVES`` fixes the order of the operations (the columns of a supernet's alpha).
+``PRIMITIVES`` (defined with the genotype, re-exported here) fixes the order of the operations
+(the columns of a supernet's alpha).
 """
 
 from __future__ import annotations
@@ -25,20 +26,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-PRIMITIVES = [
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-]
-
-# Operations with no parameters that map an all-zero input to an all-zero output (in a discrete cell,
-# where pools have no BN): the canonical form relies on this.
-ZERO_PRESERVING = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"})
+from autoloss.cell.genotype import PRIMITIVES
 
 
 class Zero(nn.Module):
@@ -126,8 +114,3 @@ OPERATIONS: dict[str, Callable[..., nn.Module]] = {
 }
 
 assert list(OPERATIONS) == PRIMITIVES
-
-
-def kernel_of(op: str) -> int:
-    """The kernel size of a conv operation (3 or 5), read from its name."""
-    return int(op.rsplit("_", 1)[1].split("x")[0])

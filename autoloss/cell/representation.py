@@ -20,10 +20,9 @@ from typing import Any, Mapping
 
 from autoloss.cell import breeding
 from autoloss.cell.canonical import canonical, fingerprint
+from autoloss.cell.cost import count_flops, count_parameters
 from autoloss.cell.gates import BudgetGate, StructureGate
-from autoloss.cell.genotype import Genotype, format_genotype, parse_genotype
-from autoloss.cell.model import count_flops, count_parameters
-from autoloss.cell.operations import PRIMITIVES
+from autoloss.cell.genotype import PRIMITIVES, Genotype, format_genotype, parse_genotype
 from autoloss.errors import UserError
 
 INITIAL = parse_genotype(
