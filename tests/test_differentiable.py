@@ -11,11 +11,13 @@ from torch import nn
 
 from autoloss.cell.genotype import Genotype
 from autoloss.cell.operations import PRIMITIVES
+from autoloss.cell.supernet import CellSupernet, architecture_parameters, weight_parameters
 from autoloss.differentiable.architect import Architect, VirtualStep
 from autoloss.differentiable.derive import count_skips, derive_genotype, edge_inputs, genotype_weights
 from autoloss.differentiable.hessian import dominant_eigenvalue
 from autoloss.differentiable.mean_shift import eps_schedule, mean_shift, project_to_simplex
 from autoloss.differentiable.schedule import EarlyStopping, arch_warmup, skip_dropout_rate, warmup_epochs
+from autoloss.differentiable.search import DifferentiableSearch, SearchOptions
 
 DTYPE = torch.float64
 
@@ -486,3 +488,78 @@ def test_early_stopping_state_round_trips_through_torch_save(tmp_path):
     assert resumed.best_epoch == 0 and resumed.best_genotype == genotype and resumed.patience == 2
     assert resumed.update(2, 0.7, 0.95, genotype)  # two epochs past the best: the restored patience
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+
+
+# ------------------------------------------------------------------------------ the search loop
+
+
+class ToySupernetModel(nn.Module):
+    """A 2-channel cell supernet and a 1 x 1 conv head: the search loop's model interface."""
+
+    def __init__(self):
+        super().__init__()
+        self.supernet = CellSupernet(2)
+        self.head = nn.Conv2d(8, 1, 1)
+
+    def forward(self, s0, s1):
+        return self.head(self.supernet(s0, s1))
+
+    def arch_parameters(self):
+        return architecture_parameters(self)
+
+    def weight_parameters(self):
+        return weight_parameters(self)
+
+    def mixing_weights(self):
+        return self.supernet.mixing_weights()
+
+    def fixed_mixing_weights(self, weights):
+        return self.supernet.fixed_mixing_weights(weights)
+
+
+def toy_loss(model, batch):
+    s0, s1, target = batch
+    return ((model(s0, s1) - target) ** 2).mean()
+
+
+def toy_search(method: str, epochs: int = 4) -> DifferentiableSearch:
+    torch.manual_seed(0)
+    model = ToySupernetModel()
+    batches = [tuple(torch.randn(2, *shape) for shape in ((2, 4, 4), (2, 4, 4), (1, 4, 4))) for _ in range(3)]
+    weight_optimizer = torch.optim.Adam(model.weight_parameters(), lr=1e-2)
+    arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=3e-2, betas=(0.5, 0.999), weight_decay=1e-3)
+    scheduler = torch.optim.lr_scheduler.StepLR(weight_optimizer, 1, 0.5)
+    options = SearchOptions(method=method, epochs=epochs, warmup_epochs=1, patience=5, eigenvalue=True,
+                            eigenvalue_iterations=3, ms_samples=2, ms_iterations=1)
+    return DifferentiableSearch(model, toy_loss, batches[:1], batches[1:2], weight_optimizer, arch_optimizer,
+                                options, holdout_batches=batches[2:], weight_scheduler=scheduler)
+
+
+@pytest.mark.parametrize("method", ["darts2", "ms-darts"])
+def test_a_search_resumed_from_its_state_reaches_the_same_alphas(method, tmp_path):
+    straight = toy_search(method)
+    initial = straight.model.supernet.architecture.alpha.detach().clone()
+    records = [straight.run_epoch(epoch) for epoch in range(3)]  # of 4: skip dropout still active in epoch 2
+    assert records[0]["arch_steps"] == 0 and records[1]["arch_steps"] == 1
+    assert all(r["eigenvalue"] is not None and r["cell_holdout"] is not None for r in records)
+    assert [r["skip_dropout"] for r in records] == [skip_dropout_rate(e, 4) for e in range(3)]
+    assert records[2]["skip_dropout"] > 0
+    final = straight.model.supernet.architecture.alpha.detach()
+    assert not torch.allclose(final, initial)
+
+    interrupted = toy_search(method)
+    interrupted.run_epoch(0)
+    # The warm-up epoch trained weights only: alpha untouched (MS-DARTS shifts a copy, never alpha).
+    assert torch.equal(interrupted.model.supernet.architecture.alpha.detach(), initial)
+    interrupted.run_epoch(1)
+    interrupted.save(tmp_path / "search.pt")
+    del interrupted
+    torch.rand(1000)  # whatever ran in between
+
+    resumed = toy_search(method)
+    resumed.load(tmp_path / "search.pt")
+    assert resumed.epoch == 2
+    resumed.run_epoch(2)
+    assert torch.equal(resumed.model.supernet.architecture.alpha.detach(), final)
+    assert [r["genotype"] for r in resumed.history] == [r["genotype"] for r in records]
+    assert resumed.early_stopping.best_epoch == straight.early_stopping.best_epoch

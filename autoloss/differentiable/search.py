@@ -1,0 +1,262 @@
+"""A resumable differentiable cell search loop: DARTS first/second order and MS-DARTS, epoch by epoch.
+
+The model is an ``nn.Module`` with ``arch_parameters()``, ``weight_parameters()``,
+``mixing_weights()`` (the current ``[14, 8]`` softmax of alpha) and ``fixed_mixing_weights(w)`` (a
+context manager in which the supernet mixes by ``w``), as :class:`autoloss.cell.supernet.CellSupernet`;
+``loss_fn(model, batch) -> scalar``. Per iteration, on one weight-split and one architecture-split
+batch:
+
+1. an architecture step (:class:`Architect`, first or second order), once past the warm-up;
+2. ``ms-darts``: the mixing weights are mean-shifted (samples measured on the architecture batch)
+   and the weight step runs at the shifted point; alpha itself is never overwritten;
+3. the weight step (gradient clipping as DARTS, 5 by default).
+
+Every epoch sets the skip-dropout rate on the modules, and ends with the derived genotype, the
+hold-out losses of the supernet and of the derived cell (the supernet with the genotype's one-hot
+weights, eval mode), optionally the dominant eigenvalue of the architecture-split loss's Hessian in
+alpha (on the epoch's first architecture batch; its random numbers do not change the search), and
+early stopping. ``state_dict()`` after an epoch holds everything the next one depends on (weights,
+alpha, both optimisers, the scheduler, the generators, early stopping, the epoch), so a search
+loaded into fresh objects continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from autoloss.cell.supernet import set_skip_dropout
+from autoloss.differentiable.architect import ADAM_JACOBIANS, Architect, LossFn
+from autoloss.differentiable.derive import count_skips, derive_genotype, genotype_weights
+from autoloss.differentiable.hessian import dominant_eigenvalue
+from autoloss.differentiable.mean_shift import eps_schedule, mean_shift
+from autoloss.differentiable.schedule import EarlyStopping, arch_warmup, skip_dropout_rate, warmup_epochs
+from autoloss.differentiable.state import RandomState, cuda_devices, preserved_buffers
+
+METHODS = ("darts", "darts2", "ms-darts")
+STATE_VERSION = 1
+
+Batches = Iterable[Any] | Callable[[int], Iterable[Any]]
+
+
+@dataclass
+class SearchOptions:
+    """The knobs of a differentiable search (defaults: CHASE's schedule, MS-DARTS's mean shift)."""
+
+    method: str = "darts2"
+    epochs: int = 70
+    warmup_epochs: int | None = None  # None: CHASE's 10 of 70 scaled to ``epochs``
+    skip_dropout: float = 0.6
+    grad_clip: float | None = 5.0
+    patience: int | None = None  # None: no early stopping (the minimum is still tracked)
+    early_stopping_criterion: str = "cell"
+    adam_jacobian: str = "frozen"
+    ms_order: int = 1  # the architect's order under ms-darts (the authors' code: first order)
+    ms_eps: float = 0.25
+    ms_h: float = 1.0
+    ms_samples: int = 3
+    ms_iterations: int = 2
+    ms_temperature: float = 1.0
+    eigenvalue: bool = False
+    eigenvalue_iterations: int = 20
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.epochs < 1:
+            raise ValueError("epochs must be at least 1")
+        if self.adam_jacobian not in ADAM_JACOBIANS:
+            raise ValueError(f"adam_jacobian must be one of {ADAM_JACOBIANS}")
+
+    @property
+    def order(self) -> int:
+        return {"darts": 1, "darts2": 2}.get(self.method, self.ms_order)
+
+    @property
+    def warmup(self) -> int:
+        return warmup_epochs(self.epochs) if self.warmup_epochs is None else self.warmup_epochs
+
+
+class DifferentiableSearch:
+    """Runs and checkpoints a search; ``run_epoch(epoch)`` returns that epoch's record (a plain dict)."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, train_batches: Batches, arch_batches: Batches,
+                 weight_optimizer: torch.optim.Optimizer, arch_optimizer: torch.optim.Optimizer,
+                 options: SearchOptions | None = None, *, holdout_batches: Batches | None = None,
+                 weight_scheduler: Any = None):
+        self.model, self.loss_fn = model, loss_fn
+        self.train_batches, self.arch_batches, self.holdout_batches = train_batches, arch_batches, holdout_batches
+        self.weight_optimizer, self.arch_optimizer = weight_optimizer, arch_optimizer
+        self.weight_scheduler = weight_scheduler
+        self.options = options or SearchOptions()
+        self.architect = Architect(model, loss_fn, weight_optimizer, arch_optimizer, order=self.options.order,
+                                   adam_jacobian=self.options.adam_jacobian)
+        self.early_stopping = EarlyStopping(self.options.patience or 1, self.options.early_stopping_criterion)
+        self.generator = torch.Generator().manual_seed(self.options.seed)
+        self.epoch = 0  # the next epoch to run
+        self.history: list[dict] = []
+        self.stopped = False
+        self._weights = [p for group in weight_optimizer.param_groups for p in group["params"]]
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+        """Epochs from ``self.epoch`` until ``options.epochs`` or early stopping; ``on_epoch(record)`` after each."""
+        while self.epoch < self.options.epochs and not self.stopped:
+            record = self.run_epoch(self.epoch)
+            if on_epoch is not None:
+                on_epoch(record)
+        return self.history
+
+    def run_epoch(self, epoch: int) -> dict:
+        options, model = self.options, self.model
+        started = time.perf_counter()
+        model.train()
+        dropout = skip_dropout_rate(epoch, options.epochs, options.skip_dropout)
+        set_skip_dropout(model, dropout)
+        eps = eps_schedule(options.ms_eps, epoch, options.epochs)
+        arch_active = not arch_warmup(epoch, options.warmup)
+        train_losses, arch_losses = [], []
+        arch_seconds = weight_seconds = 0.0
+        first_arch_batch = None
+        for train_batch, arch_batch in zip(_iterate(self.train_batches, epoch), _iterate(self.arch_batches, epoch)):
+            if first_arch_batch is None:
+                first_arch_batch = arch_batch
+            if arch_active:
+                tick = time.perf_counter()
+                arch_losses.append(self.architect.step(train_batch, arch_batch))
+                arch_seconds += time.perf_counter() - tick
+            tick = time.perf_counter()
+            if options.method == "ms-darts":
+                center = model.mixing_weights().detach()
+                shifted, _, _ = mean_shift(center, lambda w: self._loss_at(w, arch_batch), eps=eps, h=options.ms_h,
+                                           n_samples=options.ms_samples, iterations=options.ms_iterations,
+                                           temperature=options.ms_temperature, generator=self.generator)
+                with model.fixed_mixing_weights(shifted):
+                    train_losses.append(self._weight_step(train_batch))
+            else:
+                train_losses.append(self._weight_step(train_batch))
+            weight_seconds += time.perf_counter() - tick
+        if self.weight_scheduler is not None:
+            self.weight_scheduler.step()
+
+        weights = model.mixing_weights().detach()
+        genotype = derive_genotype(weights, softmax=False)
+        supernet_loss = cell_loss = None
+        if self.holdout_batches is not None:
+            supernet_loss = self._holdout_loss(epoch, None)
+            cell_loss = self._holdout_loss(epoch, genotype_weights(genotype, dtype=weights.dtype))
+        eigenvalue = None
+        if options.eigenvalue and first_arch_batch is not None:
+            eigenvalue = self._eigenvalue(epoch, first_arch_batch)
+        if supernet_loss is not None:
+            stop = self.early_stopping.update(epoch, supernet_loss, cell_loss, genotype)
+            self.stopped = bool(options.patience) and stop
+        record = {
+            "epoch": epoch, "method": options.method, "genotype": str(genotype), "skips": count_skips(genotype),
+            "weights": weights.cpu().tolist(), "train_loss": _mean(train_losses), "arch_loss": _mean(arch_losses),
+            "supernet_holdout": supernet_loss, "cell_holdout": cell_loss, "eigenvalue": eigenvalue,
+            "skip_dropout": dropout, "ms_eps": eps if options.method == "ms-darts" else None,
+            "arch_steps": len(arch_losses), "arch_seconds": arch_seconds, "weight_seconds": weight_seconds,
+            "seconds": time.perf_counter() - started, "stop": self.stopped,
+        }
+        self.history.append(record)
+        self.epoch = epoch + 1
+        return record
+
+    def _weight_step(self, batch: Any) -> float:
+        loss = self.loss_fn(self.model, batch)
+        grads = torch.autograd.grad(loss, self._weights, allow_unused=True)
+        for parameter, grad in zip(self._weights, grads):
+            parameter.grad = grad
+        if self.options.grad_clip is not None:
+            nn.utils.clip_grad_norm_([p for p in self._weights if p.grad is not None], self.options.grad_clip)
+        self.weight_optimizer.step()
+        return float(loss.detach())
+
+    def _loss_at(self, weights: torch.Tensor, batch: Any) -> float:
+        with torch.no_grad(), preserved_buffers(self.model), self.model.fixed_mixing_weights(weights):
+            return float(self.loss_fn(self.model, batch))
+
+    def _holdout_loss(self, epoch: int, weights: torch.Tensor | None) -> float:
+        self.model.eval()
+        try:
+            losses = []
+            with torch.no_grad():
+                for batch in _iterate(self.holdout_batches, epoch):
+                    if weights is None:
+                        losses.append(float(self.loss_fn(self.model, batch)))
+                    else:
+                        with self.model.fixed_mixing_weights(weights):
+                            losses.append(float(self.loss_fn(self.model, batch)))
+            return _mean(losses)
+        finally:
+            self.model.train()
+
+    def _eigenvalue(self, epoch: int, batch: Any) -> float:
+        arch = list(self.model.arch_parameters())
+        random_state = RandomState.capture(cuda_devices(arch))
+        try:
+            with preserved_buffers(self.model):
+                generator = torch.Generator().manual_seed(self.options.seed * 100003 + epoch)
+                return dominant_eigenvalue(lambda: self.loss_fn(self.model, batch), arch,
+                                           iterations=self.options.eigenvalue_iterations, generator=generator)
+        finally:
+            random_state.restore()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        """Everything the next epoch depends on; plain data and tensors (``torch.load(weights_only=True)``)."""
+        devices = cuda_devices(list(self.model.parameters()))
+        return {
+            "version": STATE_VERSION, "epoch": self.epoch, "stopped": self.stopped,
+            "options": asdict(self.options), "model": self.model.state_dict(),
+            "weight_optimizer": self.weight_optimizer.state_dict(),
+            "arch_optimizer": self.arch_optimizer.state_dict(),
+            "weight_scheduler": None if self.weight_scheduler is None else self.weight_scheduler.state_dict(),
+            "early_stopping": self.early_stopping.state_dict(),
+            "random": RandomState.capture(devices, host=True).to_plain(),
+            "generator": self.generator.get_state(), "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state``: the generators are set now, so call ``run`` next."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown search state version {state.get('version')!r}")
+        if state["options"]["method"] != self.options.method:
+            raise ValueError(f"the checkpoint is a {state['options']['method']} search, not {self.options.method}")
+        self.model.load_state_dict(state["model"])
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        if self.weight_scheduler is not None and state["weight_scheduler"] is not None:
+            self.weight_scheduler.load_state_dict(state["weight_scheduler"])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.stopped = int(state["epoch"]), bool(state["stopped"])
+        self.history = list(state["history"])
+        RandomState.from_plain(state["random"]).restore()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the state atomically (a kill mid-write leaves the previous checkpoint)."""
+        path = os.fspath(path)
+        temporary = f"{path}.tmp{os.getpid()}"
+        torch.save(self.state_dict(), temporary)
+        os.replace(temporary, path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        self.load_state_dict(torch.load(os.fspath(path), map_location="cpu", weights_only=True))
+
+
+def _iterate(batches: Batches, epoch: int) -> Iterable[Any]:
+    return batches(epoch) if callable(batches) else batches
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
