@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -535,16 +540,26 @@ def toy_search(method: str, epochs: int = 4) -> DifferentiableSearch:
                                 options, holdout_batches=batches[2:], weight_scheduler=scheduler)
 
 
+@pytest.fixture(scope="module")
+def straight_runs():
+    """Per method: 3 uninterrupted epochs (of 4, so skip dropout is still random in epoch 2)."""
+    runs = {}
+    for method in ("darts2", "ms-darts"):
+        search = toy_search(method)
+        initial = search.model.supernet.architecture.alpha.detach().clone()
+        records = [search.run_epoch(epoch) for epoch in range(3)]
+        runs[method] = (initial, records, search.model.supernet.architecture.alpha.detach().clone(),
+                        search.early_stopping.best_epoch)
+    return runs
+
+
 @pytest.mark.parametrize("method", ["darts2", "ms-darts"])
-def test_a_search_resumed_from_its_state_reaches_the_same_alphas(method, tmp_path):
-    straight = toy_search(method)
-    initial = straight.model.supernet.architecture.alpha.detach().clone()
-    records = [straight.run_epoch(epoch) for epoch in range(3)]  # of 4: skip dropout still active in epoch 2
+def test_a_search_resumed_from_its_state_reaches_the_same_alphas(method, straight_runs, tmp_path):
+    initial, records, final, best_epoch = straight_runs[method]
     assert records[0]["arch_steps"] == 0 and records[1]["arch_steps"] == 1
     assert all(r["eigenvalue"] is not None and r["cell_holdout"] is not None for r in records)
     assert [r["skip_dropout"] for r in records] == [skip_dropout_rate(e, 4) for e in range(3)]
     assert records[2]["skip_dropout"] > 0
-    final = straight.model.supernet.architecture.alpha.detach()
     assert not torch.allclose(final, initial)
 
     interrupted = toy_search(method)
@@ -562,4 +577,40 @@ def test_a_search_resumed_from_its_state_reaches_the_same_alphas(method, tmp_pat
     resumed.run_epoch(2)
     assert torch.equal(resumed.model.supernet.architecture.alpha.detach(), final)
     assert [r["genotype"] for r in resumed.history] == [r["genotype"] for r in records]
-    assert resumed.early_stopping.best_epoch == straight.early_stopping.best_epoch
+    assert resumed.early_stopping.best_epoch == best_epoch
+
+
+KILLED_CHILD = """
+import sys, time, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from test_differentiable import toy_search
+search = toy_search("darts2")
+for epoch in range(2):
+    search.run_epoch(epoch)
+    search.save({path!r})
+def stall(model, batch):
+    print("mid-epoch", flush=True)
+    time.sleep(300)
+search.loss_fn = search.architect.loss_fn = stall
+search.run_epoch(2)
+"""
+
+
+def test_a_sigkilled_search_resumes_to_the_same_alphas(straight_runs, tmp_path):
+    path = tmp_path / "search.pt"
+    code = KILLED_CHILD.format(tests=str(Path(__file__).resolve().parent), path=str(path))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert child.stdout.readline().strip() == "mid-epoch"  # killed inside epoch 2, after its checkpoint
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    resumed = toy_search("darts2")
+    resumed.load(path)
+    assert resumed.epoch == 2
+    resumed.run_epoch(2)
+    assert torch.equal(resumed.model.supernet.architecture.alpha.detach(), straight_runs["darts2"][2])
