@@ -1,0 +1,411 @@
+"""Training the proxy tracker in its two regimes, and ``evaluate_neck``: the search's proxy for one neck.
+
+- the baseline: the whole network with the hand neck trained from scratch on the "weights" split
+  (backbone included: no pretrained weights exist here; with ``backbone_checkpoint`` the backbone
+  starts from it), saved with its settings and re-used while those and the data match;
+- the search regime (CHASE with its pretrained PrDiMP): the baseline loaded, backbone and size head
+  FROZEN (BN in eval mode), adapters, neck (the candidate) and classifier re-initialised and trained
+  for ``steps`` with Adam (``lr``, CHASE's code: 1e-3) on the "weights" split.
+
+Since the frozen backbone is a fixed function of the crops, the search regime computes its maps for
+the ``pool`` distinct batches once and cycles over them (kept in memory and next to the baseline's
+checkpoint): every candidate trains on exactly the same inputs, and only the neck and classifier
+cost time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autoloss.errors import UserError
+from autoloss.tracking.backbone import load_backbone_checkpoint
+from autoloss.tracking.boxes import sample_at
+from autoloss.tracking.classifier import classifier_loss, crop_to_cells, gaussian_label_density
+from autoloss.tracking.dataset import read_sequences
+from autoloss.tracking.metrics import got10k_scores
+from autoloss.tracking.model import STRIDE, TrackerNet
+from autoloss.tracking.sampling import FrameCache, PairSampler, SampleBatch
+from autoloss.tracking.tracker import ProxyTracker, run_sequence
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Every knob of the tracking proxy (the defaults: the CPU demo)."""
+
+    # network
+    depth: int = 18
+    base_channels: int = 64
+    channels: int = 32  # C: the width of the cell's inputs and nodes (output 4 C)
+    filter_size: int = 3
+    backbone_checkpoint: str | None = None
+    # crops and labels
+    crop_size: int = 128
+    search_factor: float = 4.0
+    sigma_factor: float = 0.25  # label sigma in cells = sigma_factor * map size / search_factor (DiMP)
+    frames: int = 3  # train frames and test frames per sample
+    max_gap: int = 10
+    train_jitter: float = 0.5
+    test_jitter: float = 1.0
+    scale_jitter: float = 0.15
+    train_iterations: int = 5  # steepest-descent steps while training
+    # the baseline (whole network, hand neck)
+    baseline_steps: int = 300
+    baseline_batch: int = 2
+    baseline_lr: float = 1e-3
+    size_weight: float = 1.0
+    # the search regime (neck + classifier, frozen backbone)
+    steps: int = 80
+    batch: int = 4
+    lr: float = 1e-3
+    pool: int = 20  # distinct search batches whose backbone maps are computed once
+    # tracking
+    track_iterations: int = 10
+    init_shifts: int = 4
+    scale_lr: float = 0.5
+    update_interval: int = 0
+    # data: sequences per split and frames per sequence of the synthetic set
+    weights_sequences: int = 32
+    holdout_sequences: int = 8
+    test_sequences: int = 16
+    verify_sequences: int = 8
+    sequence_frames: int = 30
+    frame_size: int = 128
+    data_seed: int = 0
+    seed: int = 0  # the baseline's seed
+    device: str = "cpu"
+    threads: int = 0  # torch CPU threads while training and tracking (0: leave torch's setting)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.crop_size % STRIDE:
+            problems.append(f"crop_size must be a multiple of {STRIDE}")
+        if self.filter_size % 2 == 0 or self.filter_size < 1:
+            problems.append("filter_size must be odd")
+        if min(self.channels, self.frames, self.steps, self.batch, self.pool, self.baseline_batch) < 1:
+            problems.append("channels, frames, steps, batch, pool and baseline_batch must be >= 1")
+        if self.search_factor <= 1:
+            problems.append("search_factor must be > 1")
+        if problems:
+            raise UserError("tracking settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrackingSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"unknown tracking settings {unknown}")
+        return cls(**data)
+
+    @property
+    def map_size(self) -> int:
+        return self.crop_size // STRIDE
+
+    @property
+    def sigma(self) -> float:
+        return self.sigma_factor * self.map_size / self.search_factor
+
+    def baseline_key(self) -> dict:
+        """The settings the baseline's weights depend on (not the search's or the tracker's)."""
+        names = (
+            "depth base_channels channels filter_size backbone_checkpoint crop_size search_factor sigma_factor frames "
+            "max_gap train_jitter test_jitter scale_jitter train_iterations baseline_steps baseline_batch baseline_lr "
+            "size_weight seed"
+        ).split()
+        return {name: getattr(self, name) for name in names}
+
+
+class torch_threads:
+    """Use ``count`` torch CPU threads inside the block (0: leave the setting alone)."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        if self.count > 0:
+            torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def prepare_synthetic_data(settings: TrackingSettings, root: str | Path) -> Path:
+    """Write (or re-use) the synthetic splits the settings name under ``root``; return ``root``."""
+    from autoloss.tracking.synthetic import generate_dataset
+
+    sizes = {
+        "weights": settings.weights_sequences,
+        "architecture": 0,
+        "holdout": settings.holdout_sequences,
+        "verify": settings.verify_sequences,
+        "test": settings.test_sequences,
+    }
+    generate_dataset(root, sizes, settings.sequence_frames, settings.frame_size, settings.data_seed)
+    return Path(root)
+
+
+def split_fingerprint(data_root: str | Path, split: str) -> str:
+    """A hash of a split's list and annotations (what a cached training depends on)."""
+    folder = Path(data_root) / split
+    digest = hashlib.sha1()
+    list_file = folder / "list.txt"
+    if not list_file.is_file():
+        raise UserError(f"{folder} is not a GOT-10k-layout folder: no {list_file}")
+    names = list_file.read_text(encoding="utf-8").split()
+    digest.update(" ".join(names).encode())
+    for name in names:
+        for label in ("groundtruth.txt", "cover.label", "absence.label"):
+            path = folder / name / label
+            if path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def make_sampler(settings: TrackingSettings, data_root: str | Path, seed: int, cache: FrameCache | None = None) -> PairSampler:
+    return PairSampler(
+        read_sequences(data_root, "weights"),
+        settings.crop_size,
+        settings.search_factor,
+        settings.frames,
+        settings.max_gap,
+        settings.train_jitter,
+        settings.test_jitter,
+        settings.scale_jitter,
+        seed,
+        cache,
+    )
+
+
+# ---------------------------------------------------------------------------------------- losses
+
+
+def _density(boxes: torch.Tensor, settings: TrackingSettings) -> torch.Tensor:
+    centres = crop_to_cells(boxes[..., :2] + boxes[..., 2:] / 2, STRIDE)
+    return gaussian_label_density(centres, (settings.map_size, settings.map_size), settings.sigma)
+
+
+def classification_loss(net: TrackerNet, stride8: torch.Tensor, stride16: torch.Tensor, batch: SampleBatch, settings: TrackingSettings) -> torch.Tensor:
+    """PrDiMP's weighted KL over the filter iterates, from the backbone maps of train then test frames."""
+    frames, sequences = batch.train_boxes.shape[:2]
+    feat = net.classifier_features(stride8, stride16)
+    feat = feat.reshape(2 * frames, sequences, *feat.shape[1:])
+    scores = net.classifier(feat[:frames], feat[frames:], batch.train_boxes, _density(batch.train_boxes, settings), settings.train_iterations)
+    return classifier_loss(scores, _density(batch.test_boxes, settings))
+
+
+def size_loss(net: TrackerNet, stride16: torch.Tensor, batch: SampleBatch, settings: TrackingSettings) -> torch.Tensor:
+    """L1 on log(size / nominal size) read at each true target centre."""
+    boxes = torch.cat([batch.train_boxes, batch.test_boxes]).reshape(-1, 4)
+    centres = crop_to_cells(boxes[:, :2] + boxes[:, 2:] / 2, STRIDE)
+    predicted = sample_at(net.size_head(stride16), centres)
+    nominal = settings.crop_size / settings.search_factor
+    return (predicted - torch.log(boxes[:, 2:].clamp(min=1.0) / nominal)).abs().mean()
+
+
+def _images(batch: SampleBatch) -> torch.Tensor:
+    return torch.cat([batch.train_images, batch.test_images]).flatten(0, 1)
+
+
+# -------------------------------------------------------------------------------------- baseline
+
+
+def build_net(settings: TrackingSettings, neck: str = "hand") -> TrackerNet:
+    return TrackerNet(settings.depth, settings.base_channels, settings.channels, neck, settings.filter_size)
+
+
+def _checkpoint_key(settings: TrackingSettings, data_root: str | Path) -> dict:
+    return {"version": CHECKPOINT_VERSION, "settings": settings.baseline_key(), "data": split_fingerprint(data_root, "weights")}
+
+
+def train_baseline(settings: TrackingSettings, data_root: str | Path, out_path: str | Path, log=None) -> Path:
+    """Train the whole network with the hand neck on the "weights" split; re-use ``out_path`` if it matches."""
+    out_path = Path(out_path)
+    key = _checkpoint_key(settings, data_root)
+    if out_path.is_file():
+        try:
+            saved = torch.load(out_path, map_location="cpu", weights_only=True)
+            if saved.get("key") == key:
+                return out_path
+        except Exception:  # noqa: BLE001 (an unreadable cache is retrained)
+            pass
+    with torch_threads(settings.threads):
+        _fit_baseline(settings, data_root, out_path, key, log)
+    return out_path
+
+
+def _fit_baseline(settings: TrackingSettings, data_root, out_path: Path, key: dict, log) -> None:
+    torch.manual_seed(settings.seed)
+    net = build_net(settings, "hand")
+    if settings.backbone_checkpoint:
+        load_backbone_checkpoint(net.backbone, settings.backbone_checkpoint)
+    net.to(settings.device).train()
+    sampler = make_sampler(settings, data_root, settings.seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.baseline_lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / settings.baseline_steps)))
+    history = []
+    start = time.perf_counter()
+    for step in range(settings.baseline_steps):
+        batch = sampler.batch(step, settings.baseline_batch).to(settings.device)
+        stride8, stride16 = net.backbone_maps(_images(batch))
+        clf = classification_loss(net, stride8, stride16, batch, settings)
+        size = size_loss(net, stride16, batch, settings)
+        loss = clf + settings.size_weight * size
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+        optimizer.step()
+        schedule.step()
+        history.append((clf.item(), size.item()))
+        if log is not None and (step + 1) % 25 == 0:
+            recent = np.mean(history[-25:], axis=0)
+            log(f"baseline step {step + 1}/{settings.baseline_steps}: classifier {recent[0]:.3f} size {recent[1]:.3f} ({time.perf_counter() - start:.0f} s)")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.cpu() for k, v in net.state_dict().items()}
+    temporary = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
+    torch.save({"key": key, "state_dict": state, "history": [list(h) for h in history]}, temporary)
+    os.replace(temporary, out_path)
+
+
+def load_baseline(settings: TrackingSettings, path: str | Path) -> TrackerNet:
+    """The baseline network (hand neck) from a checkpoint written by ``train_baseline``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"baseline tracker checkpoint {path} does not exist")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("key", {}).get("settings") != settings.baseline_key():
+        raise UserError(f"baseline tracker checkpoint {path} was trained with other settings")
+    net = build_net(settings, "hand")
+    net.load_state_dict(saved["state_dict"])
+    return net
+
+
+# -------------------------------------------------------------------------------- search regime
+
+_MAP_CACHE: dict[tuple, list] = {}
+
+
+def _search_maps(net: TrackerNet, settings: TrackingSettings, data_root, baseline_ckpt, seed: int) -> list:
+    """The frozen backbone's maps of the ``pool`` search batches: [(stride8, stride16, batch), ...]."""
+    path = Path(baseline_ckpt)
+    names = "crop_size search_factor frames max_gap train_jitter test_jitter scale_jitter batch pool".split()
+    knobs = tuple((n, getattr(settings, n)) for n in names)
+    key = (str(path.resolve()), path.stat().st_mtime_ns, split_fingerprint(data_root, "weights"), knobs, seed)
+    if key in _MAP_CACHE:
+        return _MAP_CACHE[key]
+    tag = hashlib.sha1(repr(key[2:]).encode()).hexdigest()[:12]
+    cache_file = path.with_name(f"{path.stem}.search-maps-{tag}.pt")
+    entries = None
+    if cache_file.is_file() and cache_file.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+        try:
+            entries = torch.load(cache_file, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 (recompute an unreadable cache)
+            entries = None
+    if entries is None:
+        sampler = make_sampler(settings, data_root, seed)
+        entries = []
+        with torch.no_grad():
+            for index in range(settings.pool):
+                batch = sampler.batch(index, settings.batch)
+                stride8, stride16 = net.backbone_maps(_images(batch).to(settings.device))
+                entries.append({
+                    "stride8": stride8.cpu().half(),
+                    "stride16": stride16.cpu().half(),
+                    "train_boxes": batch.train_boxes,
+                    "test_boxes": batch.test_boxes,
+                })
+        temporary = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}")
+        torch.save(entries, temporary)
+        os.replace(temporary, cache_file)
+    _MAP_CACHE.clear()
+    _MAP_CACHE[key] = entries
+    return entries
+
+
+def train_search(settings: TrackingSettings, data_root, baseline_ckpt, neck_spec: str, seed: int = 0) -> tuple[TrackerNet, list[float]]:
+    """The search regime: baseline loaded, backbone and size head frozen, a fresh ``neck_spec`` + classifier trained."""
+    net = load_baseline(settings, baseline_ckpt).to(settings.device)
+    for module in net.frozen_modules():
+        module.eval()
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+    entries = _search_maps(net, settings, data_root, baseline_ckpt, seed)
+    torch.manual_seed(seed)
+    net.replace_neck(neck_spec)
+    net.to(settings.device)
+    trained = net.searched_parameters()
+    optimizer = torch.optim.Adam(trained, lr=settings.lr)
+    for module in (net.adapters, net.neck, net.classifier):
+        module.train()
+    losses = []
+    for step in range(settings.steps):
+        entry = entries[step % len(entries)]
+        stride8 = entry["stride8"].to(settings.device).float()
+        stride16 = entry["stride16"].to(settings.device).float()
+        batch = SampleBatch(None, entry["train_boxes"].to(settings.device), None, entry["test_boxes"].to(settings.device))
+        loss = classification_loss(net, stride8, stride16, batch, settings)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 10.0)
+        optimizer.step()
+        losses.append(loss.item())
+    net.eval()
+    return net, losses
+
+
+def make_tracker(net: TrackerNet, settings: TrackingSettings) -> ProxyTracker:
+    return ProxyTracker(
+        net,
+        settings.crop_size,
+        settings.search_factor,
+        settings.sigma,
+        init_iterations=settings.track_iterations,
+        scale_lr=settings.scale_lr,
+        init_shifts=settings.init_shifts,
+        update_interval=settings.update_interval,
+        device=settings.device,
+    )
+
+
+def track_split(tracker, data_root, split: str) -> dict:
+    """OPE over every sequence of ``split``; the GOT-10k scores and the tracker's speed."""
+    sequences = read_sequences(data_root, split, allow_first_only=False)
+    per_sequence, times = [], []
+    for sequence in sequences:
+        boxes, seconds = run_sequence(tracker, sequence)
+        per_sequence.append((boxes, sequence.boxes, sequence.visible(), sequence.image_size))
+        times.append(seconds)
+    return got10k_scores(per_sequence, times)
+
+
+def evaluate_neck(settings: TrackingSettings, data_root, baseline_ckpt, neck_spec: str, split: str = "holdout", seed: int = 0) -> dict:
+    """Train ``neck_spec`` in the search regime, track ``split`` (OPE): the proxy's fitness is the AO."""
+    start = time.perf_counter()
+    with torch_threads(settings.threads):
+        net, losses = train_search(settings, data_root, baseline_ckpt, neck_spec, seed)
+        scores = track_split(make_tracker(net, settings), data_root, split)
+    tail = losses[-max(1, len(losses) // 10) :]
+    return {
+        "fitness": scores["ao"],
+        "ao": scores["ao"],
+        "sr50": scores["sr50"],
+        "sr75": scores["sr75"],
+        "fps": scores.get("speed_fps", -1.0),
+        "train_loss": float(np.mean(tail)),
+        "seconds": time.perf_counter() - start,
+    }
