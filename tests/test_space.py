@@ -208,3 +208,120 @@ def test_parse_space_accepts_a_dict():
     assert space.source == "inline" and space.initial == "L"
     with pytest.raises(UserError, match="search space inline: missing key 'name'"):
         parse_space({k: v for k, v in yaml.safe_load(USER_SPACE).items() if k != "name"}, source="inline")
+
+
+# ------------------------------------------------------------------------------ hostile files
+
+BASE = (bundled_dir() / "cls_softmax.yaml").read_text()
+
+
+def _laughs(levels: int = 9) -> str:
+    """A "billion laughs" file: 10 ** levels values behind 1.7 KB of anchors, under the space's aliases."""
+    lines = ["  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, levels + 1):
+        lines.append(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    return BASE.replace("aliases:\n  Z: W\n", "aliases:\n  Z: W\n" + "\n".join(lines) + "\n")
+
+
+HOSTILE_FILES = {
+    "billion-laughs": (_laughs(), "more than 20,000 values once aliases are expanded"),
+    "self-alias": (BASE + "extra: &r [*r]\n", "repeats a node that contains it"),
+    "deep-flow-list": (BASE + "extra: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than 32 levels"),
+    "deep-block-mapping": (BASE + "".join("  " * i + f"k{i}:\n" for i in range(200)) + "  " * 200 + "v\n",
+                           "nested more than 32 levels"),
+    "too-large": (BASE + "# " + "x" * 1_100_000 + "\n", "a search space may be at most 1,000,000"),
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is not UTF-8 text (byte 0x89 at offset 0)"),
+    "latin-1": (BASE.replace("Multi-class", "Multi-cl\xe9ss").encode("latin-1"), "is not UTF-8 text (byte 0xe9"),
+    "nul-bytes": (BASE + "\x00\x00", "contains NUL bytes"),
+    "duplicate-key": (BASE + "name: again\n", "duplicate key 'name' at line"),
+    "duplicate-nested-key": (BASE.replace("  max_size: 32\n", "  max_size: 32\n  max_height: 3\n"),
+                             "duplicate key 'max_height'"),
+    "python-tag": ("!!python/object/apply:os.system ['true']\n", "could not determine a constructor"),
+    "second-document": (BASE + "---\n" + BASE, "expected a single document"),
+    "unclosed-flow": ("name: [unclosed\nmode: : :\n", "expected ',' or ']', but got ':' at line 2, column 5"),
+    "second-iou-input": (BASE.replace("  W: {role: iou", "  V: {role: iou, shape: column}\n  W: {role: iou"),
+                         "two inputs have the role iou: V and W"),
+    "dunder-input": (BASE.replace("  W: {role: iou", "  __class__: {role: iou"), "'__class__' is reserved"),
+    "keyword-input": (BASE.replace("  W: {role: iou", "  lambda: {role: iou"), "'lambda' is reserved"),
+    "operator-input": (BASE.replace("  W: {role: iou", "  Exp: {role: iou"), "'Exp' is the name of an operator"),
+    "unicode-input": (BASE.replace("  W: {role: iou", "  Wé: {role: iou"), "not an identifier of at most 32 ASCII"),
+    "fullwidth-input": (BASE.replace("  W: {role: iou", "  Ｗ: {role: iou"), "not an identifier of at most 32 ASCII"),
+    "dunder-alias": (BASE.replace("  Z: W", "  __init__: W"), "alias name '__init__' is reserved"),
+    "loss-not-a-string": (BASE.replace("  CE: Neg(Dot(Y,Log(Softmax(X))))", "  CE: [1, 2]"),
+                          "loss 'CE' must be a non-empty string"),
+    "branch-of-other-mode": (BASE.replace("branch: cls", "branch: reg"), "branch 'reg' does not fit mode 'softmax'"),
+    "huge-integer": (BASE.replace("constants: [1, 2, 3]", "constants: [1, " + "9" * 5000 + "]"),
+                     "an integer of 5,000 characters"),
+    "large-constant": (BASE.replace("constants: [1, 2, 3]", "constants: [1, 10000000]"),
+                       "constants must be positive integers"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_FILES))
+def test_hostile_space_file_is_refused_fast_in_bounded_memory(tmp_path, case):
+    """Each hostile or malformed file is one line naming it and the problem, within a second and 20 MB."""
+    import time
+    import tracemalloc
+
+    content, message = HOSTILE_FILES[case]
+    path = tmp_path / "space.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(UserError) as info:
+            load_space(path)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    text = str(info.value)
+    assert message in text and str(path) in text
+    assert "\n" not in text and len(text) < 400
+    assert seconds < 5 and peak < 20e6, (seconds, peak)
+
+
+def test_merge_keys_and_small_anchors_still_load(tmp_path):
+    """Anchors that expand to a few values, and merge keys overridden by the mapping's own keys, are fine."""
+    text = BASE.replace("limits:\n  max_height: 8\n  max_size: 32\n",
+                        "defaults: &limits {max_height: 6, max_size: 30}\nlimits:\n  <<: *limits\n  max_size: 20\n")
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    space = load_space(path)
+    assert (space.max_height, space.max_size) == (6, 20)
+
+
+@pytest.mark.parametrize("target, message", [
+    ("/proc/self/mem", r"cannot be read \(Input/output error\)"),
+    ("/dev/zero", "is not a regular file"),
+])
+def test_special_files_are_refused(target, message):
+    """A file that cannot be read as a whole, or a device, is one line, not a crash or an endless read."""
+    import os
+
+    if not os.path.exists(target):
+        pytest.skip(f"{target} does not exist here")
+    with pytest.raises(UserError, match=message):
+        load_space(target)
+
+
+def test_directory_is_called_a_directory(tmp_path):
+    """A directory given as a space is called a directory, with or without a .yaml suffix."""
+    for folder in (tmp_path / "spaces", tmp_path / "spaces.yaml"):
+        folder.mkdir()
+        with pytest.raises(UserError, match="is a directory, not a YAML file"):
+            load_space(folder)
+
+
+def test_bundled_name_wins_over_a_directory_of_that_name(tmp_path, monkeypatch):
+    """`--space reg` in a folder that has a `reg/` directory still means the bundled space."""
+    (tmp_path / "reg").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_space("reg").name == "reg"
+
+
+def test_long_unknown_name_is_cut_in_the_message():
+    """An unknown space name of 10,000 characters is echoed cut short, on one line."""
+    with pytest.raises(UserError) as info:
+        load_space("x" * 10_000)
+    assert len(str(info.value)) < 400 and "..." in str(info.value)
