@@ -151,6 +151,40 @@ def test_huge_integer_literal_is_refused(softmax):
         parse("Neg(Dot(Y,Add(X," + "9" * 5000 + ")))", softmax)
 
 
+def test_huge_integer_is_echoed_cut_short(softmax):
+    """A 19,000-digit constant is named by its first digits and its length, not echoed in full."""
+    with pytest.raises(ExpressionError) as info:
+        parse("Neg(Dot(Y,Mul(" + "7" * 19_000 + ",X)))", softmax)
+    message = str(info.value)
+    assert "7" * 40 + "... (19,000 digits) is not in this space" in message
+    assert len(message) < 400
+
+
+@pytest.mark.parametrize("text, message", [
+    ("Neg(Dot(Y,Mul(０２,X)))", "unexpected character '０' at position 14"),  # fullwidth digits
+    ("Neg(Dot(Y,Mul(٢,X)))", "unexpected character '٢' at position 14"),  # Arabic-Indic two
+    ("Neg(Dot(Y,Mul(2,Ｘ)))", "unexpected character 'Ｘ' at position 16"),
+    ("Neg(Dot(Y,Mul(2,\u00a0X)))", "unexpected character '\\xa0' at position 16"),  # no-break space
+    ("Neg(Dot(Y,Mul(0x2,X)))", "malformed number '0x2' at position 14"),
+    ("Neg(Dot(Y,Mul(1.5,X)))", "malformed number '1.5' at position 14"),
+    ("Neg(Dot(Y,Mul(2e3,X)))", "malformed number '2e3' at position 14"),
+    ("Neg(Dot(Y,Mul(2Y,X)))", "malformed number '2Y' at position 14"),
+    ("Neg(Dot(Y,Mul(1_0,X)))", "malformed number '1_0' at position 14"),
+])
+def test_only_ascii_decimal_integers_are_constants(softmax, text, message):
+    """Unicode digits, letters and spaces, hex, decimals and exponents are refused, each named at its position."""
+    with pytest.raises(ExpressionError, match=re.escape(message)):
+        parse(text, softmax)
+
+
+def test_long_unknown_name_is_echoed_cut_short(softmax):
+    """An unknown 10,000-letter name is cut to 40 characters in the message."""
+    with pytest.raises(ExpressionError) as info:
+        parse("Neg(" + "Q" * 10_000 + ")", softmax)
+    assert "unknown name '" + "Q" * 40 + "...'" in str(info.value)
+    assert len(str(info.value)) < 400
+
+
 def test_non_string_is_refused(softmax):
     """Only str is parsed; bytes and None are refused."""
     for value in (None, b"CE", 3):
@@ -203,7 +237,7 @@ def test_alias_loop_is_refused():
     ("reg", "Mul(Add(I,U),E)", "(i + u) * e", r"\left(i + u\right) \cdot e"),
     ("reg", "Neg(Neg(I))", "-(-i)", None),
     ("reg", "Exp(Sqrt(Log(I)))", "exp(sqrt(log(i)))", r"e^{\sqrt{\log\left(i\right)}}"),
-    ("cls_sigmoid", "Mul(Sgdf(X),Serfc(Y))", "gd(x) * erfc(y)", None),
+    ("cls_sigmoid", "Mul(Sgdf(X),Serfc(Y))", "sgdf(x) * serfc(y)", None),
 ])
 def test_infix_and_latex(spaces, space_name, text, infix, latex):
     """Infix and LaTeX print Add(a,Neg(b)) as a - b and parenthesise only where the meaning needs it."""

@@ -64,7 +64,11 @@ def result_shape(op: str, arg_shapes: tuple[str, ...]) -> str | None:
     return "matrix" if "matrix" in arg_shapes else "column"
 
 
-_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<int>\d+)|(?P<punct>[(),]))")
+# ASCII only: Python's \d and \s would also read Unicode digits (Mul(０２,X)) and spaces. A number is
+# read to its end (0x2, 1.5, 2e3, 3Mul) so a malformed one is named as a whole.
+_TOKEN = re.compile(r"[ \t\r\n]*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<int>[0-9][0-9A-Za-z_.]*)|(?P<punct>[(),]))")
+_DIGITS = re.compile(r"[0-9]+")
+SHOWN_TOKEN = 40  # longer tokens are cut in messages
 
 
 def _tokenize(text: str) -> list[tuple[str, str, int]]:
@@ -75,8 +79,13 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if not match:
-            raise ExpressionError(f"unexpected character {text[pos]!r} at position {pos} in {_excerpt(text)}")
+            at = pos + len(text[pos:]) - len(text[pos:].lstrip(" \t\r\n"))
+            raise ExpressionError(f"unexpected character {text[at]!r} at position {at} in {_excerpt(text)} "
+                                  "(expressions are ASCII names, integers, parentheses and commas)")
         kind = match.lastgroup
+        if kind == "int" and not _DIGITS.fullmatch(match.group(kind)):
+            raise ExpressionError(f"malformed number {_token(match.group(kind))} at position {match.start(kind)} "
+                                  f"in {_excerpt(text)} (constants are plain decimal integers)")
         tokens.append((kind, match.group(kind), match.start(kind)))
         pos = match.end()
     if not tokens:
@@ -86,6 +95,11 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
 
 def _excerpt(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _token(token: str) -> str:
+    """A token quoted for a message, cut to SHOWN_TOKEN characters."""
+    return repr(token if len(token) <= SHOWN_TOKEN else token[:SHOWN_TOKEN] + "...")
 
 
 class _Parser:
@@ -104,13 +118,13 @@ class _Parser:
     def expect(self, value: str) -> None:
         kind, got, at = self.peek()
         if got != value:
-            raise self.error(f"expected '{value}' at position {at}, found {repr(got) if got else 'the end'}")
+            raise self.error(f"expected '{value}' at position {at}, found {_token(got) if got else 'the end'}")
         self.pos += 1
 
     def parse(self) -> Node:
         node = self.expression(0)
         if self.pos != len(self.tokens):
-            raise self.error(f"unexpected {self.tokens[self.pos][1]!r} at position {self.tokens[self.pos][2]}")
+            raise self.error(f"unexpected {_token(self.tokens[self.pos][1])} at position {self.tokens[self.pos][2]}")
         return node
 
     def expression(self, depth: int) -> Node:
@@ -122,17 +136,18 @@ class _Parser:
         self.pos += 1
         if kind == "int":
             if len(value) > 6 or int(value) not in self.space.constants:
-                raise self.error(f"constant {value} is not in this space (constants: "
+                shown = value if len(value) <= SHOWN_TOKEN else f"{value[:SHOWN_TOKEN]}... ({len(value):,} digits)"
+                raise self.error(f"constant {shown} is not in this space (constants: "
                                  f"{', '.join(map(str, self.space.constants))})")
             return Node("const", str(int(value)), "column")
         if kind != "name":
-            raise self.error(f"unexpected {value!r} at position {at}")
+            raise self.error(f"unexpected {_token(value)} at position {at}")
         if value in self.inputs:
             return Node("input", value, self.inputs[value].shape)
         if value in self.space.aliases:
             return self.alias(value)
         if value not in OPERATORS:
-            raise self.error(f"unknown name '{value}' at position {at}")
+            raise self.error(f"unknown name {_token(value)} at position {at}")
         if value not in self.space.operators:
             raise self.error(f"operator '{value}' is not in this search space")
         op = OPERATORS[value]
