@@ -217,7 +217,7 @@ def test_missing_image_files(tmp_path, synth):
     data = _broken(tmp_path, synth)
     for png in sorted((data / "train").glob("*.png"))[::2]:
         png.unlink()
-    with pytest.raises(UserError, match="sampled image files are missing") as err:
+    with pytest.raises(UserError, match=r"train/000000.png \(image id 1\) is missing \(32 of 64 images") as err:
         find_coco_splits(data)
     assert "instances_train.json" in str(err.value)
     assert find_coco_splits(data, check_files=False).num_train == 64
@@ -261,3 +261,142 @@ def test_verify_set_shares_an_image_when_it_must(tmp_path):
     (tmp_path / "in.json").write_text(json.dumps(coco))
     result = sample_verify_set(tmp_path / "in.json", tmp_path / "out.json")
     assert result == {"images": 2, "categories": 3, "uncovered": [4]}
+
+
+# ------------------------------------------------------------------------------ broken datasets
+
+
+def _box(index, value):
+    def mutate(coco):
+        coco["annotations"][3]["bbox"][index] = value
+    return mutate
+
+
+def _image(**fields):
+    def mutate(coco):
+        for key, value in fields.items():
+            if value is None:
+                coco["images"][2].pop(key)
+            else:
+                coco["images"][2][key] = value
+    return mutate
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (_box(2, -5), r"annotation id 4 \(annotations\[3\]\): bbox \[.*\] has a width or height of zero or less"),
+    (_box(2, 0), "has a width or height of zero or less"),
+    (_box(3, 0.0), "has a width or height of zero or less"),
+    (_box(0, float("nan")), "has a coordinate that is not a finite number"),
+    (_box(1, float("inf")), "has a coordinate that is not a finite number"),
+    (_box(3, float("-inf")), "has a coordinate that is not a finite number"),
+    (_box(0, 500), "reaches outside its 128 x 128 image"),
+    (_box(1, -30), "reaches outside its 128 x 128 image"),
+    (_image(width=1, height=1), r"image id 3 \('000002.png'\) is 1 x 1 pixels; the detectors train on images "
+                                r"of at least 4 x 4"),
+    (_image(width=None), r"image id 3 \('000002.png'\) needs a positive integer 'width' and 'height'"),
+    (_image(height="128"), "needs a positive integer 'width' and 'height', found 128 x '128'"),
+    (_image(width=0), "needs a positive integer 'width' and 'height'"),
+], ids=["negative-width", "zero-width", "zero-height", "nan", "inf", "minus-inf", "outside-right", "outside-top",
+        "1x1-image", "no-width", "height-as-text", "zero-width-image"])
+def test_broken_annotation_is_one_line_before_training(tmp_path, synth, mutate, message):
+    """Each broken box or image entry is refused by find_coco_splits, naming the file, the id and the problem."""
+    data = _broken(tmp_path, synth, mutate=mutate)
+    with pytest.raises(UserError, match=message) as err:
+        find_coco_splits(data, check_files=False)
+    text = str(err.value)
+    assert "instances_train.json" in text and "\n" not in text
+    assert "with a problem)" in text  # the count a lenient reading would drop
+
+
+def test_json_nan_literals_are_refused(tmp_path, synth):
+    """NaN and Infinity literals (which Python's json reads) are caught as non-finite coordinates."""
+    data = _broken(tmp_path, synth)
+    ann = data / "annotations" / "instances_val.json"
+    coco = json.loads(ann.read_text())
+    coco["annotations"][0]["bbox"] = "BOX"
+    ann.write_text(json.dumps(coco).replace('"BOX"', "[NaN, 1, Infinity, 2]"))
+    with pytest.raises(UserError, match=r"instances_val.json: annotation id 1 .*bbox \[nan, 1, inf, 2\] has a "
+                                        "coordinate that is not a finite number"):
+        find_coco_splits(data, check_files=False)
+
+
+def test_counts_every_bad_annotation(tmp_path, synth):
+    """The message counts all images and annotations with a problem, not only the first."""
+    def mutate(coco):
+        for ann in coco["annotations"][:5]:
+            ann["bbox"][2] = 0
+        coco["images"][0].pop("height")
+    data = _broken(tmp_path, synth, mutate=mutate)
+    coco = json.loads((data / "annotations" / "instances_train.json").read_text())
+    with pytest.raises(UserError) as err:
+        find_coco_splits(data, check_files=False)
+    assert f"(1 of 64 images, 5 of {len(coco['annotations'])} annotations with a problem)" in str(err.value)
+
+
+def _replace_image(data: Path, name: str, write) -> None:
+    path = data / "train" / name
+    write(path)
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: p.write_bytes(b"this is not a PNG file"), r"000005.png \(image id 6\) cannot be decoded as an image"),
+    (lambda p: p.write_bytes(p.read_bytes()[:20]), r"000005.png \(image id 6\) cannot be decoded"),
+    (lambda p: p.write_bytes(b""), "cannot be decoded as an image"),
+    (lambda p: Image.new("RGB", (96, 128)).save(p, format="PNG"),
+     "is 96 x 128 pixels, but the annotation file declares 128 x 128"),
+    (lambda p: Image.new("RGB", (1, 1)).save(p, format="PNG"), "is 1 x 1 pixels, but the annotation file declares"),
+    (lambda p: Image.new("RGB", (128, 128)).save(p, format="GIF"), "is a GIF image; the detectors read"),
+    (lambda p: (p.unlink(), p.mkdir()), "is not a regular file"),
+], ids=["garbage", "truncated-header", "empty", "wrong-size", "1x1-file", "gif", "directory"])
+def test_broken_image_file_is_one_line_before_training(tmp_path, synth, write, message):
+    """Every image file is opened (header only): undecodable, of another size or format, or not a file, it is refused."""
+    data = _broken(tmp_path, synth)
+    _replace_image(data, "000005.png", write)
+    with pytest.raises(UserError, match=message) as err:
+        find_coco_splits(data)
+    assert "instances_train.json" in str(err.value) and "1 of 64 images" in str(err.value)
+    assert find_coco_splits(data, check_files=False).num_train == 64  # the annotations themselves are fine
+
+
+def test_exif_rotated_jpeg_may_declare_either_size(tmp_path):
+    """A JPEG whose EXIF orientation turns it by 90 degrees matches its stored or its turned size."""
+    from autoloss.data.coco import image_problem
+
+    path = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 30)).save(path, format="JPEG", exif=exif)
+    assert image_problem(path, 40, 30) is None
+    assert image_problem(path, 30, 40) is None
+    assert "declares 40 x 40" in image_problem(path, 40, 40)
+
+
+def test_min_side_of_the_training_split_is_kept(synth):
+    """CocoSplits.min_side is the smallest training image side; require_min_side compares it with a config's."""
+    from autoloss.data.coco import require_min_side
+
+    out, _ = synth
+    splits = find_coco_splits(out)
+    assert splits.min_side == 128
+    require_min_side(splits, 32, "faster_rcnn_r50_fpn.py")
+    with pytest.raises(UserError, match="smallest training image has a side of 128 pixels; "
+                                        "big.py trains only on images of at least 200 x 200"):
+        require_min_side(splits, 200, "/configs/big.py")
+
+
+def test_min_side_is_a_parameter(tmp_path, synth):
+    """find_coco_splits(min_side=...) refuses images under another size."""
+    out, _ = synth
+    with pytest.raises(UserError, match="is 128 x 128 pixels; the detectors train on images of at least 200 x 200"):
+        find_coco_splits(out, min_side=200, check_files=False)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"images": [' + "[" * 100_000 + "]" * 100_000 + "]}", "nested too deeply"),
+    ('{"images": [' + "9" * 5000 + "]}", "not valid JSON"),
+], ids=["deep-json", "huge-integer"])
+def test_hostile_json_is_one_line(tmp_path, synth, text, message):
+    """Deep nesting and integers past Python's digit limit in an annotation file are one line, not a crash."""
+    data = _broken(tmp_path, synth, text=text)
+    with pytest.raises(UserError, match=message):
+        find_coco_splits(data)

@@ -1,7 +1,11 @@
 """Reading and validating a user's COCO-format detection dataset directory.
 
 Every problem found is raised as one :class:`autoloss.errors.UserError` whose message names the
-file (or directory) and the problem, so the CLI can print it as a single line.
+file (or directory) and the problem, so the CLI can print it as a single line. Before any training
+the whole dataset is checked: every box finite, of positive size and inside its image; every image
+with a declared width and height of at least ``min_side`` pixels, present, decodable (its header is
+read with Pillow) and of the declared size. A message names the first problem and counts the
+images and annotations that have one (what a lenient reading would have to drop).
 
 Accepted layouts of ``data_dir``::
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -26,7 +31,11 @@ from pathlib import Path
 from autoloss.errors import UserError
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
-FILE_SAMPLE = 20
+MIN_SIDE = 4  # pixels: mmdet's filter_cfg.min_size of the small bundled detectors (the R50 ones use 32)
+BOX_TOLERANCE = 1.0  # pixels a box may reach past the image border (rounding in real annotation files)
+# what mmcv's default (OpenCV) image decoding reads, as Pillow names the formats
+DECODABLE_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "WEBP", "TIFF", "PPM"}
+EXIF_ORIENTATION, TRANSPOSED = 0x0112, (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass
@@ -47,6 +56,7 @@ class CocoSplits:
     num_val: int
     category_ids: list = None
     carved: bool = False
+    min_side: int = 0  # the smallest image side (pixels) in the training split; 0 when not checked
 
 
 def _unique_ids(path, data: dict, key: str, field: str, what: str) -> set:
@@ -71,6 +81,10 @@ def load_coco(ann_file) -> dict:
             data = json.load(f)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not a COCO file (JSON nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise UserError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:120]})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot be read ({exc})") from None
     if not isinstance(data, dict):
@@ -98,29 +112,130 @@ def load_coco(ann_file) -> dict:
         bbox = ann.get("bbox")
         if (not isinstance(bbox, list) or len(bbox) != 4
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
-            raise UserError(f"{path}: annotations[{i}] (id {ann.get('id')!r}) needs a 'bbox' of 4 numbers "
-                            f"[x, y, w, h], found {bbox!r}")
+            raise UserError(f"{path}: annotations[{i}] (id {_shown(ann.get('id'))}) needs a 'bbox' of 4 numbers "
+                            f"[x, y, w, h], found {_shown(bbox)}")
     return data
 
 
-def check_image_files(data: dict, ann_file, img_dir, sample: int = FILE_SAMPLE, seed: int = 0) -> None:
-    """Check that the image folder exists and that a seeded sample of up to ``sample`` files is there."""
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _side(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def box_problem(bbox: list, width=None, height=None) -> str | None:
+    """What is wrong with a COCO ``[x, y, w, h]`` box in an image of ``width`` x ``height``, or None."""
+    if not all(math.isfinite(v) for v in bbox):
+        return f"bbox {bbox} has a coordinate that is not a finite number"
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        return f"bbox {bbox} has a width or height of zero or less"
+    if width is not None and (x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE
+                              or y + h > height + BOX_TOLERANCE):
+        return f"bbox {bbox} reaches outside its {width} x {height} image"
+    return None
+
+
+def check_geometry(data: dict, ann_file, min_side: int = MIN_SIDE) -> int:
+    """Check the declared image sizes and every box of a file :func:`load_coco` read.
+
+    Each image needs an integer ``width`` and ``height`` of at least ``min_side``; each box must be
+    finite, of positive size and inside its image. Returns the smallest image side; raises one
+    :class:`UserError` naming the first problem and counting the images and annotations with one.
+    """
+    path = Path(ann_file)
+    problems, bad_images, sizes = [], 0, {}
+    for i, image in enumerate(data["images"]):
+        width, height = image.get("width"), image.get("height")
+        where = f"image id {_shown(image['id'])} ({_shown(str(image['file_name']))})"
+        if not (_side(width) and _side(height)):
+            problem = f"{where} needs a positive integer 'width' and 'height', found {_shown(width)} x {_shown(height)}"
+        elif min(width, height) < min_side:
+            problem = (f"{where} is {width} x {height} pixels; the detectors train on images of at least "
+                       f"{min_side} x {min_side}")
+        else:
+            sizes[image["id"]] = (width, height)
+            continue
+        bad_images += 1
+        problems.append(problem)
+    bad_boxes = 0
+    for i, ann in enumerate(data["annotations"]):
+        size = sizes.get(ann["image_id"])
+        problem = box_problem(ann["bbox"], *(size or (None, None)))
+        if problem is not None:
+            bad_boxes += 1
+            problems.append(f"annotation id {_shown(ann.get('id'))} (annotations[{i}]): {problem}")
+    if problems:
+        raise UserError(f"{path}: {problems[0]} ({_counted(bad_images, len(data['images']), 'image')}, "
+                        f"{_counted(bad_boxes, len(data['annotations']), 'annotation')} with a problem)")
+    return min((min(size) for size in sizes.values()), default=0)
+
+
+def _counted(n: int, total: int, what: str) -> str:
+    return f"{n} of {total} {what}{'' if total == 1 else 's'}"
+
+
+def image_problem(file: Path, width: int, height: int) -> str | None:
+    """What is wrong with an image file declared ``width`` x ``height``, or None (reads the header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not file.is_file():
+        return "is missing" if not file.exists() else "is not a regular file"
+    try:
+        with Image.open(file) as img:
+            kind, (w, h) = img.format, img.size
+            # OpenCV turns an image by its EXIF orientation (JPEG at least): either size may be declared
+            sizes = {(w, h), (h, w)} if img.getexif().get(EXIF_ORIENTATION) in TRANSPOSED else {(w, h)}
+    except UnidentifiedImageError:
+        return "cannot be decoded as an image"
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises all three for broken headers
+        return f"cannot be decoded as an image ({' '.join(str(exc).split())[:80]})"
+    except Image.DecompressionBombError:
+        return "is too large to decode (a decompression bomb, by Pillow's limit)"
+    if kind not in DECODABLE_FORMATS:
+        return f"is a {kind} image; the detectors read {', '.join(sorted(DECODABLE_FORMATS))}"
+    if (width, height) not in sizes:
+        return f"is {w} x {h} pixels, but the annotation file declares {width} x {height}"
+    return None
+
+
+def require_min_side(splits: CocoSplits, min_size: int, config) -> None:
+    """A :class:`UserError` when training images are smaller than a detector config trains on.
+
+    MMDetection silently leaves out training images whose shorter side is under the config's
+    ``train_dataloader.dataset.filter_cfg.min_size``; this says so before any training instead.
+    """
+    if splits.min_side and min_size and splits.min_side < min_size:
+        raise UserError(f"{splits.train_ann}: the smallest training image has a side of {splits.min_side} pixels; "
+                        f"{Path(str(config)).name} trains only on images of at least {min_size} x {min_size} "
+                        f"(train_dataloader.dataset.filter_cfg.min_size)")
+
+
+def check_image_files(data: dict, ann_file, img_dir) -> None:
+    """Check every image of a checked file (see :func:`check_geometry`): present, decodable, of the declared size."""
     img_dir = Path(img_dir)
     if not img_dir.is_dir():
         raise UserError(f"{img_dir}: image folder for {Path(ann_file).name} not found")
-    names = sorted(str(image["file_name"]) for image in data["images"])
-    if len(names) > sample:
-        names = random.Random(seed).sample(names, sample)
-    missing = [name for name in names if not (img_dir / name).is_file()]
-    if missing:
-        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
-        raise UserError(f"{Path(ann_file)}: {len(missing)} of {len(names)} sampled image files are missing "
-                        f"from {img_dir} ({shown})")
+    problems = []
+    for image in data["images"]:
+        name = str(image["file_name"])
+        problem = image_problem(img_dir / name, image["width"], image["height"])
+        if problem is not None:
+            problems.append(f"{img_dir / name} (image id {_shown(image['id'])}) {problem}")
+    if problems:
+        raise UserError(f"{Path(ann_file)}: {problems[0]} ({_counted(len(problems), len(data['images']), 'image')} "
+                        f"of {img_dir} with a problem)")
 
 
 def find_coco_splits(data_dir, val_fraction: float = 0.2, seed: int = 0, work_dir=None,
-                     check_files: bool = True) -> CocoSplits:
-    """Find, validate and (if needed) split a COCO dataset directory; see the module docstring."""
+                     check_files: bool = True, min_side: int = MIN_SIDE) -> CocoSplits:
+    """Find, validate and (if needed) split a COCO dataset directory; see the module docstring.
+
+    ``check_files=False`` skips reading the image files (the annotations are checked all the same).
+    """
     root = Path(data_dir)
     if not root.exists():
         raise UserError(f"{root}: dataset directory not found")
@@ -138,22 +253,24 @@ def find_coco_splits(data_dir, val_fraction: float = 0.2, seed: int = 0, work_di
 
     train = load_coco(train_ann)
     train_img_dir = _find_image_dir(root, "train", train_ann)
-    if check_files:
-        check_image_files(train, train_ann, train_img_dir, seed=seed)
     if not train["images"]:
         raise UserError(f"{train_ann}: 'images' is empty")
+    smallest = check_geometry(train, train_ann, min_side)
+    if check_files:
+        check_image_files(train, train_ann, train_img_dir)
     names, ids = _category_names(train)
 
     if val_ann is not None:
         val = load_coco(val_ann)
         val_img_dir = _find_image_dir(root, "val", val_ann)
+        check_geometry(val, val_ann, min_side)
         if check_files:
-            check_image_files(val, val_ann, val_img_dir, seed=seed)
+            check_image_files(val, val_ann, val_img_dir)
         if _category_names(val) != (names, ids):
             raise UserError(f"{val_ann}: categories differ from those of {train_ann.name}; both splits need "
                             f"the same category ids and names")
         return CocoSplits(str(train_ann), str(val_ann), str(train_img_dir), str(val_img_dir), names,
-                          len(train["images"]), len(val["images"]), ids, carved=False)
+                          len(train["images"]), len(val["images"]), ids, carved=False, min_side=smallest)
 
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"val_fraction must be between 0 and 1, got {val_fraction}")
@@ -165,7 +282,7 @@ def find_coco_splits(data_dir, val_fraction: float = 0.2, seed: int = 0, work_di
     _write_json(carved_train, {**train_part, "info": {**info, "split": "train"}})
     _write_json(carved_val, {**val_part, "info": {**info, "split": "val"}})
     return CocoSplits(str(carved_train), str(carved_val), str(train_img_dir), str(train_img_dir), names,
-                      len(train_part["images"]), len(val_part["images"]), ids, carved=True)
+                      len(train_part["images"]), len(val_part["images"]), ids, carved=True, min_side=smallest)
 
 
 def carve_split(data: dict, val_fraction: float, seed: int):
