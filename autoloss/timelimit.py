@@ -172,11 +172,13 @@ class TimeLimitedPool:
             outcomes[index] = outcome
         return outcomes  # type: ignore[return-value]
 
-    def stream(self, fn: Callable[[Any], Any], items: Iterable[Any], timeout: float) -> Iterator[tuple[int, Any, Outcome]]:
+    def stream(self, fn: Callable[[Any], Any], items: Iterable[Any], timeout: float,
+               on_wait: Callable[[], None] | None = None, poll: float = 5.0) -> Iterator[tuple[int, Any, Outcome]]:
         """Yield ``(index, item, outcome)`` as tasks finish, in completion order.
 
         ``items`` is consumed lazily, one item each time a worker falls idle, so a generator can
         decide what to run next from the outcomes seen so far (a steady-state evolution loop).
+        ``on_wait`` is called every ``poll`` seconds while tasks run and none has finished.
         """
         if self._closed:
             raise RuntimeError("TimeLimitedPool is closed")
@@ -197,7 +199,9 @@ class TimeLimitedPool:
                     continue
                 nearest = min(start for _, _, start in busy.values()) + timeout
                 handles = [self._slots[s].conn for s in busy] + [self._slots[s].process.sentinel for s in busy]
-                wait(handles, timeout=max(0.0, nearest - time.monotonic()))
+                wait_for = max(0.0, nearest - time.monotonic())
+                if not wait(handles, timeout=min(wait_for, poll) if on_wait else wait_for) and on_wait:
+                    on_wait()
                 self._collect(busy, finished, timeout)
                 while finished:
                     yield finished.popleft()

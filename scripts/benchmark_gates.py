@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from autoloss.gates.convergence import ConvergenceGate
-from autoloss.gates.equivalence import EquivalenceGate
-from autoloss.gates.validity import ValidityGate
+from autoloss.loss.gates.convergence import ConvergenceGate
+from autoloss.loss.gates.equivalence import EquivalenceGate
+from autoloss.loss.gates.validity import ValidityGate
 from autoloss.loss.genotype import LossGenotype
 from autoloss.loss.space import load_space
 

@@ -17,7 +17,7 @@ import torch
 pytest.importorskip("mmdet")
 
 from autoloss.data.synthetic import make_synthetic_coco
-from autoloss.engine.evolution import BASELINE_GENERATION
+from autoloss.engine.store import BASELINE_GENERATION
 from autoloss.engine.store import RunStore
 from autoloss.errors import UserError
 from autoloss.loss.genotype import LossGenotype

@@ -328,7 +328,7 @@ def test_export_run_names_and_shortfalls(run_dir, tmp_path):
                    "task": {"steps": 100}, "search": {"seed": 1}}
     task_run = make_run(tmp_path / "digits", [(0, "Neg(Mul(Y,Log(Sig(X))))", 0.9, None)], task_config)
     result = export_run(task_run)
-    assert "proxy fitness 0.9000" in result.losses[0].title and "task noisy-digits" in result.losses[0].details[1]
+    assert "proxy accuracy 0.9000" in result.losses[0].title and "task noisy-digits" in result.losses[0].details[1]
     assert "model.bbox_head of a one-stage detector" in result.snippet and "use_sigmoid=True" in result.snippet
 
 
@@ -354,10 +354,10 @@ def test_export_regression_run_snippet(detector, weight, tmp_path):
 
 
 def test_export_errors(tmp_path, run_dir):
-    with pytest.raises(UserError, match="no such run directory"):
+    with pytest.raises(UserError, match="does not exist"):
         export_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="not a run directory"):
+    with pytest.raises(UserError, match="holds no run.sqlite"):
         export_run(tmp_path / "empty")
     assert list((tmp_path / "empty").iterdir()) == []  # nothing created there
     unevaluated = make_run(tmp_path / "young", [(-1, "Neg(Dot(Mul(Y,W),Log(Softmax(X))))", None, 0.3),
@@ -415,7 +415,7 @@ def test_cli_exports_and_prints(run_dir, tmp_path, capsys):
     (["export", "RUN", "--expression", "CE"], ["not both"]),
     (["export", "--expression", "CE", "--top", "3"], ["--top"]),
     (["export", "--expression", "Neg(Foo(X))"], ["unknown name 'Foo'"]),
-    (["export", "/no/such/run"], ["no such run directory"]),
+    (["export", "/no/such/run"], ["does not exist"]),
 ])
 def test_cli_errors_are_one_line(argv, words, capsys):
     assert main(argv) == 2
@@ -428,7 +428,7 @@ def test_cli_errors_are_one_line(argv, words, capsys):
 def test_export_error_from_the_command_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "autoloss.cli", "export", str(tmp_path / "missing")],
                             capture_output=True, text=True, timeout=120)
-    assert_clean_error(result, "no such run directory")
+    assert_clean_error(result, "does not exist")
 
 
 # ------------------------------------------------------------------------------------------------ zoo

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from autoloss.gates.base import Verdict
-from autoloss.gates.convergence import ConvergenceGate, check_one, numeric_check, symbolic_check
-from autoloss.gates.equivalence import EquivalenceGate, fingerprint
-from autoloss.gates.validity import ValidityGate
+from autoloss.engine.protocols import Verdict
+from autoloss.loss.gates.convergence import ConvergenceGate, check_one, numeric_check, symbolic_check
+from autoloss.loss.gates.equivalence import EquivalenceGate, fingerprint
+from autoloss.loss.gates.validity import ValidityGate
 from autoloss.loss.expression import Node, parse
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from autoloss.engine.evolution import BASELINE_GENERATION
+from autoloss.engine.store import BASELINE_GENERATION
 from autoloss.engine.store import RunStore
 from autoloss.errors import UserError
 from autoloss.loss.genotype import LossGenotype
 from autoloss.loss.space import load_space
-from autoloss.report import add_parser, write_report
+from autoloss.commands.report import add_parser
+from autoloss.report import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("fitness_per_generation.png", "gate_funnel.png", "candidates_over_time.png")
@@ -306,8 +307,14 @@ def test_store_without_config(tmp_path):
     assert "no run config" in _user_error(tmp_path)
 
 
-def test_top_must_be_positive(tmp_path):
-    assert "--top" in _user_error(tmp_path, "--top", 0)
+def test_top_must_be_positive(tmp_path, capsys):
+    from autoloss.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["report", str(tmp_path), "--top", "0"])
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("autoloss: error:") and "--top" in lines[0]
 
 
 def test_importing_the_package_leaves_matplotlib_alone():

@@ -22,6 +22,9 @@ from autoloss.errors import UserError
 from autoloss.timelimit import Outcome, TimeLimitedPool
 
 
+WAIT_POLL = 5.0  # seconds between two on_wait calls while results are awaited
+
+
 @dataclass(frozen=True)
 class Job:
     """One expensive evaluation: ``fn(task, genotype, stage, seed)`` returning a metrics dict."""
@@ -34,7 +37,13 @@ class Job:
 
 
 def run_job(job: Job) -> dict:
-    return job.fn(job.task, job.genotype, job.stage, job.seed)
+    from autoloss.engine import heartbeat
+
+    heartbeat.begin(job.stage, job.genotype)
+    try:
+        return job.fn(job.task, job.genotype, job.stage, job.seed)
+    finally:
+        heartbeat.end()
 
 
 def visible_gpus() -> int:
@@ -61,9 +70,9 @@ class LocalExecutor:
         self._pool = TimeLimitedPool(self.workers, context=context,
                                      initializer=_pin_gpu if gpus and self.workers <= gpus else None)
 
-    def stream(self, items: Iterable[Any], timeout: float,
-               fn: Callable[[Any], Any] = run_job) -> Iterator[tuple[int, Any, Outcome]]:
-        return self._pool.stream(fn, items, timeout)
+    def stream(self, items: Iterable[Any], timeout: float, fn: Callable[[Any], Any] = run_job,
+               on_wait: Callable[[], None] | None = None) -> Iterator[tuple[int, Any, Outcome]]:
+        return self._pool.stream(fn, items, timeout, on_wait=on_wait)
 
     def close(self) -> None:
         self._pool.close()
@@ -91,8 +100,8 @@ class RayExecutor:
         self._remote = ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, max_retries=retries,
                                   max_calls=1 if num_gpus else 0)(run_job_remote)
 
-    def stream(self, items: Iterable[Any], timeout: float,
-               fn: Callable[[Any], Any] = run_job) -> Iterator[tuple[int, Any, Outcome]]:
+    def stream(self, items: Iterable[Any], timeout: float, fn: Callable[[Any], Any] = run_job,
+               on_wait: Callable[[], None] | None = None) -> Iterator[tuple[int, Any, Outcome]]:
         ray = self.ray
         pending = enumerate(items)
         in_flight: dict[Any, tuple[int, Any, float]] = {}
@@ -109,7 +118,11 @@ class RayExecutor:
                 if not in_flight:
                     return
                 nearest = min(start for _, _, start in in_flight.values()) + timeout
-                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=max(0.0, nearest - time.monotonic()))
+                wait_for = max(0.0, nearest - time.monotonic())
+                ready, _ = ray.wait(list(in_flight), num_returns=1,
+                                    timeout=min(wait_for, WAIT_POLL) if on_wait else wait_for)
+                if on_wait and not ready:
+                    on_wait()
                 for ref in ready:
                     index, item, start = in_flight.pop(ref)
                     yield index, item, self._outcome(ref, time.monotonic() - start)

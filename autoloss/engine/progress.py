@@ -1,13 +1,22 @@
 """Search progress: a live panel on a terminal (rich), plain log lines anywhere else.
 
 Shows the generation, the gate funnel of the current generation, the best fitness so far against
-the baseline, the evaluations run and an estimate of the time left.
+the baseline, the evaluations run and an estimate of the time left; and, while workers train, what
+each one is training (stage, candidate, iteration of total, loss, elapsed and estimated time), read
+from their heartbeat files (:mod:`autoloss.engine.heartbeat`) at least every ``TRAINING_EVERY``
+seconds in the plain log.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from pathlib import Path
+
+from autoloss.engine import heartbeat
+
+TRAINING_EVERY = 30.0  # seconds between two "training" lines in the plain log
 
 
 def _fmt(value) -> str:
@@ -15,8 +24,16 @@ def _fmt(value) -> str:
 
 
 class Progress:
-    def __init__(self, enabled: bool = True, live: bool | None = None, stream=None, metric: str = "fitness"):
+    def __init__(self, enabled: bool = True, live: bool | None = None, stream=None, metric: str = "fitness",
+                 heartbeat_dir: str | Path | None = None, training_every: float = TRAINING_EVERY):
         self.enabled, self.metric = enabled, metric
+        self.heartbeat_dir = None
+        self.training_every, self._last_training = training_every, 0.0
+        self.training: list[dict] = []
+        if enabled and heartbeat_dir is not None:
+            self.heartbeat_dir = Path(heartbeat_dir) / "heartbeat"
+            self.heartbeat_dir.mkdir(parents=True, exist_ok=True)
+            os.environ[heartbeat.ENV] = str(self.heartbeat_dir)  # inherited by the workers started later
         self.stream = stream or sys.stdout
         self.live_mode = enabled and (self.stream.isatty() if live is None else live)
         self.started = time.monotonic()
@@ -49,11 +66,23 @@ class Progress:
         self.state["funnel"].append((name, n_in, n_out))
         self._log(f"  {name:<12} {n_in:>6} in  {n_out:>6} passed" + (f"  ({note})" if note else ""))
 
-    def evaluated(self, stage: str, genotype: str, fitness, reason: str):
+    def tick(self):
+        """Called while results are awaited: show what the workers are training."""
+        if self.heartbeat_dir is None:
+            return
+        self.training = heartbeat.read_all(self.heartbeat_dir)
+        if self._live is not None:
+            self._refresh()
+        elif self.training and time.monotonic() - self._last_training >= self.training_every:
+            self._last_training = time.monotonic()
+            for state in self.training:
+                self._log("  training " + describe_training(state))
+
+    def evaluated(self, stage: str, genotype: str, fitness, reason: str, ranks: bool = True):
         self.state["evaluations"] += 1
         if fitness is None:
             self.state["failures"] += 1
-        elif stage == "proxy" and (self.state["best"] is None or fitness > self.state["best"]):
+        elif ranks and (self.state["best"] is None or fitness > self.state["best"]):
             self.state["best"] = fitness
             self._log(f"  new best {self.metric} {fitness:.4f}: {genotype}")
         self._refresh()
@@ -90,6 +119,8 @@ class Progress:
             table.add_column(col)
         for name, n_in, n_out in s["funnel"]:
             table.add_row(name, str(n_in), str(n_out))
+        for state in self.training:
+            table.add_row("training", describe_training(state), "")
         table.caption = (f"best {self.metric} {_fmt(s['best'])} (baseline {_fmt(s['baseline'])}), {s['evaluations']} evaluations, "
                          f"{s['failures']} failed, {time.monotonic() - self.started:.0f} s{self._eta()}")
         return table
@@ -105,3 +136,18 @@ class Progress:
             self._refresh()
         else:
             print(f"[{time.monotonic() - self.started:7.1f}s] {line}", file=self.stream, flush=True)
+
+
+def describe_training(state: dict) -> str:
+    """``proxy Neg(...) iteration 120/300, loss 0.5321, 45 s elapsed, about 68 s left``."""
+    genotype = str(state.get("genotype", "?"))
+    genotype = genotype if len(genotype) <= 60 else genotype[:57] + "..."
+    iteration, total, loss = state.get("iteration") or 0, state.get("total"), state.get("loss")
+    elapsed = max(0.0, time.time() - state.get("started", time.time()))
+    parts = [f"{state.get('stage', '?')} {genotype}", f"iteration {iteration}" + (f"/{total}" if total else "")]
+    if loss is not None:
+        parts[-1] += f", loss {loss:.4f}"
+    parts.append(f"{elapsed:.0f} s elapsed")
+    if total and iteration:
+        parts.append(f"about {elapsed * (total - iteration) / iteration:.0f} s left")
+    return ", ".join(parts)

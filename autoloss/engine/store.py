@@ -10,7 +10,11 @@ with SIGKILL, resumes with nothing lost::
         if store.find_evaluation("add(x, y)", "train") is None:
             store.add_verdict(cid, "train", True, "", {"fitness": 0.41}, seconds=812.0)
 
-The engine is generic: genotypes are opaque strings. Stored JSON (the config, candidate parents,
+The engine is generic: genotypes are opaque strings (the representation's identity keys); the run's
+config names the representation kind and the metric, so readers know how to read them.
+
+The schema is versioned (SQLite ``user_version``): a store written by a newer or unknown schema is
+refused with one clear line, an older one is migrated in place when a search resumes it. Stored JSON (the config, candidate parents,
 verdict metrics, generation summaries and state values) is written with ``sort_keys=True``; float
 NaN and infinities are not valid JSON, so they are stored as ``null`` and read back as ``None``
 (a NaN fitness is therefore never ranked by :meth:`RunStore.best`).
@@ -26,7 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("ok", "failed", "timeout", "crashed", "error")
+from autoloss.errors import UserError
+
+STATUSES = ("ok", "failed", "timeout", "crashed", "oom", "error", "diverged")
+# Failures that may not happen again (retried on resume, up to a limit) and those that will.
+TRANSIENT = ("timeout", "crashed", "oom")
+DETERMINISTIC = ("failed", "error", "diverged")
+BASELINE_GENERATION = -1  # the generation number of the baseline, evaluated before the search
+SCHEMA_VERSION = 2  # 0: before versioning (no attempts column); 1 never existed; 2: attempts
+
+
+class StoreError(UserError):
+    """A file that is not a usable run store (damaged, foreign, or of an unknown schema)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS config (
@@ -55,6 +70,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
     status TEXT NOT NULL,
     seconds REAL NOT NULL,
     created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
     UNIQUE (candidate_id, gate)
 );
 CREATE INDEX IF NOT EXISTS verdicts_gate ON verdicts (gate);
@@ -71,7 +87,9 @@ CREATE TABLE IF NOT EXISTS state (
 # The UNIQUE constraints create the indexes on (generation, idx) and (candidate_id, gate).
 
 _CANDIDATE_COLUMNS = "c.id, c.generation, c.idx, c.genotype, c.parents, c.origin, c.fingerprint, c.created"
-_VERDICT_COLUMNS = "v.candidate_id, v.gate, v.passed, v.reason, v.metrics, v.status, v.seconds, v.created"
+_VERDICT_COLUMNS = ("v.candidate_id, v.gate, v.passed, v.reason, v.metrics, v.status, v.seconds, v.created,"
+                    " v.attempts")
+_TABLES = {"config", "candidates", "verdicts", "generations", "state"}
 
 
 @dataclass(frozen=True)
@@ -97,9 +115,14 @@ class VerdictRow:
     passed: bool
     reason: str
     metrics: dict
-    status: str  # "ok" | "failed" | "timeout" | "crashed" | "error"
+    status: str  # one of STATUSES
     seconds: float
     created: float
+    attempts: int = 1  # how many times the evaluation ran (transient failures are retried on resume)
+
+    @property
+    def transient(self) -> bool:
+        return self.status in TRANSIENT
 
 
 def _clean(value: Any) -> Any:
@@ -128,25 +151,95 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
 
 def _candidate(row: tuple) -> CandidateRow:
     cid, generation, index, genotype, parents, origin, fingerprint, created = row
-    return CandidateRow(cid, generation, index, genotype, json.loads(parents), origin, fingerprint, created)
+    return CandidateRow(cid, generation, index, genotype, _loads(parents, list), origin, fingerprint, created)
 
 
 def _verdict(row: tuple) -> VerdictRow:
-    cid, gate, passed, reason, metrics, status, seconds, created = row
-    return VerdictRow(cid, gate, bool(passed), reason, json.loads(metrics), status, seconds, created)
+    cid, gate, passed, reason, metrics, status, seconds, created, attempts = row
+    return VerdictRow(cid, gate, bool(passed), reason, _loads(metrics, dict), status, seconds, created, attempts)
+
+
+def _loads(text: str, kind: type) -> Any:
+    """Stored JSON of the expected kind; a StoreError (not a traceback) for a tampered row."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        raise StoreError(f"a stored value is not JSON: {str(text)[:60]!r}") from None
+    if not isinstance(value, kind):
+        raise StoreError(f"a stored value is not a JSON {kind.__name__}: {str(text)[:60]!r}")
+    return value
 
 
 class RunStore:
     """The SQLite file of one search run; every write is committed before the method returns."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False, create: bool = True):
+        """Open (and, unless ``readonly``, create or migrate) the store at ``path``.
+
+        Every problem with the file is a :class:`StoreError` naming it: not an SQLite database, a
+        damaged one, a database without the run tables, a schema this version does not know.
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)  # autocommit
+        self.readonly = readonly
+        try:
+            if readonly:
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
+                                           isolation_level=None)
+            else:
+                if not create and not self.path.is_file():
+                    raise StoreError(f"{self.path} does not exist")
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)  # autocommit
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._close_quietly()
+            raise StoreError(f"{self.path} is not a run store (not a readable SQLite database: {exc})") from None
+        except StoreError:
+            self._close_quietly()
+            raise
+
+    def _open(self) -> None:
+        (quick,) = self._db.execute("PRAGMA quick_check(1)").fetchone()  # damaged pages show here
+        if quick != "ok":
+            raise StoreError(f"{self.path} is damaged (SQLite integrity check: {quick})")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version > SCHEMA_VERSION or (version and version != SCHEMA_VERSION):
+            raise StoreError(f"{self.path} was written by a newer or unknown autoloss (store schema {version}; "
+                             f"this version reads schemas up to {SCHEMA_VERSION}): upgrade autoloss to read it")
+        if tables and not {"config", "candidates", "verdicts"} <= tables:
+            raise StoreError(f"{self.path} is not a run store (an SQLite database without the run tables)")
+        if self.readonly:
+            if not tables:
+                raise StoreError(f"{self.path} is empty: not a run store")
+            self._legacy = version == 0
+            return
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        if tables and version == 0:
+            self._migrate_from_0()
         self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._legacy = False
+
+    def _migrate_from_0(self) -> None:
+        """Stores written before versioning: verdicts gain their attempt count (1 each)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(verdicts)")}
+        if "attempts" not in columns:
+            self._db.execute("ALTER TABLE verdicts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
+
+    @property
+    def _verdict_columns(self) -> str:
+        return _VERDICT_COLUMNS.replace("v.attempts", "1") if self._legacy else _VERDICT_COLUMNS
 
     def close(self) -> None:
         self._db.close()
@@ -169,12 +262,12 @@ class RunStore:
         if row is None:
             self._db.execute("INSERT INTO config (id, value) VALUES (1, ?)", (text,))
         elif row[0] != text:
-            key = _first_difference(json.loads(row[0]), json.loads(text))
+            key = _first_difference(_loads(row[0], dict), json.loads(text))
             raise ValueError(f"config differs from the one stored in {self.path} at key {key!r}")
 
     def load_config(self) -> dict | None:
         row = self._one("SELECT value FROM config WHERE id = 1")
-        return None if row is None else json.loads(row[0])
+        return None if row is None else _loads(row[0], dict)
 
     # -- candidates -------------------------------------------------------------------------------
 
@@ -238,26 +331,28 @@ class RunStore:
         metrics: dict | None = None,
         status: str = "ok",
         seconds: float = 0.0,
+        attempts: int = 1,
     ) -> None:
         """Record a candidate's verdict for a gate, replacing any earlier one for the same gate."""
         if status not in STATUSES:
             raise ValueError(f"unknown verdict status {status!r}; expected one of {', '.join(STATUSES)}")
         self._db.execute(
-            "INSERT OR REPLACE INTO verdicts (candidate_id, gate, passed, reason, metrics, status, seconds, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (candidate_id, gate, int(bool(passed)), reason, _dumps(metrics or {}), status, float(seconds), time.time()),
+            "INSERT OR REPLACE INTO verdicts (candidate_id, gate, passed, reason, metrics, status, seconds, created,"
+            " attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (candidate_id, gate, int(bool(passed)), reason, _dumps(metrics or {}), status, float(seconds), time.time(),
+             int(attempts)),
         )
 
     def verdict(self, candidate_id: int, gate: str) -> VerdictRow | None:
         row = self._one(
-            f"SELECT {_VERDICT_COLUMNS} FROM verdicts v WHERE v.candidate_id = ? AND v.gate = ?", (candidate_id, gate)
+            f"SELECT {self._verdict_columns} FROM verdicts v WHERE v.candidate_id = ? AND v.gate = ?", (candidate_id, gate)
         )
         return None if row is None else _verdict(row)
 
     def verdicts(self, generation: int | None = None, gate: str | None = None) -> list[VerdictRow]:
         """Verdicts, optionally of one generation and/or one gate, in candidate order then write order."""
         rows = self._db.execute(
-            f"SELECT {_VERDICT_COLUMNS} FROM verdicts v JOIN candidates c ON c.id = v.candidate_id"
+            f"SELECT {self._verdict_columns} FROM verdicts v JOIN candidates c ON c.id = v.candidate_id"
             " WHERE (?1 IS NULL OR c.generation = ?1) AND (?2 IS NULL OR v.gate = ?2)"
             " ORDER BY c.generation, c.idx, v.id",
             (generation, gate),
@@ -270,7 +365,7 @@ class RunStore:
         "Newest" is write order: a replaced verdict gets a new row id above every other.
         """
         row = self._one(
-            f"SELECT {_VERDICT_COLUMNS} FROM verdicts v JOIN candidates c ON c.id = v.candidate_id"
+            f"SELECT {self._verdict_columns} FROM verdicts v JOIN candidates c ON c.id = v.candidate_id"
             " WHERE c.genotype = ? AND v.gate = ? ORDER BY v.id DESC LIMIT 1",
             (genotype, gate),
         )
@@ -287,7 +382,7 @@ class RunStore:
 
     def generation_summary(self, generation: int) -> dict | None:
         row = self._one("SELECT summary FROM generations WHERE generation = ?", (generation,))
-        return None if row is None else json.loads(row[0])
+        return None if row is None else _loads(row[0], dict)
 
     def finished_generations(self) -> list[int]:
         return [r[0] for r in self._db.execute("SELECT generation FROM generations ORDER BY generation")]
@@ -310,7 +405,7 @@ class RunStore:
         candidate id, and each genotype appears once, with its best verdict.
         """
         rows = self._db.execute(
-            f"SELECT {_CANDIDATE_COLUMNS}, {_VERDICT_COLUMNS} FROM verdicts v"
+            f"SELECT {_CANDIDATE_COLUMNS}, {self._verdict_columns} FROM verdicts v"
             " JOIN candidates c ON c.id = v.candidate_id WHERE v.gate = ? AND v.status = 'ok'",
             (gate,),
         )
@@ -337,3 +432,8 @@ class RunStore:
     def get_state(self, key: str, default: Any = None) -> Any:
         row = self._one("SELECT value FROM state WHERE key = ?", (key,))
         return default if row is None else json.loads(row[0])
+
+    def generations_summaries(self) -> dict[int, dict]:
+        """Every finished generation's summary, by generation."""
+        rows = self._db.execute("SELECT generation, summary FROM generations ORDER BY generation")
+        return {g: _loads(text, dict) for g, text in rows}

@@ -7,7 +7,7 @@ module registered under a readable class name (:mod:`~autoloss.export.module`); 
 (:mod:`~autoloss.export.snippet`). :func:`export_run` exports the best losses of a search run
 (:mod:`~autoloss.export.run`), :func:`export_expression` one expression; :mod:`~autoloss.export.zoo`
 regenerates the bundled :mod:`autoloss.zoo.cse_autoloss`. Importing this package is cheap (the
-``autoloss`` command adds its parser from :mod:`~autoloss.export.cli`); the rest loads on use.
+``autoloss`` command adds its parser from :mod:`autoloss.commands.export`); the rest loads on use.
 """
 
 __all__ = ["Export", "export_expression", "export_run"]

@@ -92,15 +92,24 @@ def export_run(run_dir, top: int = 1, out=None, name: str | None = None,
     module_name = module_name_for(out)
     prefix = class_prefix(name) if name else "AutolossRun" + (camel(run.name) or "Search")
     losses = [_run_loss(run, item, rank, prefix) for rank, item in enumerate(run.best, 1)]
+    notes = list(run.notes)
+    stored = run.detector
+    if detector is None and stored is not None and not _bundled(stored):
+        # A run directory may come from anyone, and an MMDetection config is Python: a stored path is
+        # shown, never read, unless the user names it again.
+        notes.append(f"the run's detector config {stored} is not read (a config file is code): the fragment "
+                     f"assumes a {'one' if any(l.space.mode == 'sigmoid' for l in losses) else 'two'}-stage head; "
+                     f"pass --detector {stored} to place the losses for it")
+        stored = None
     try:
-        placement = _placement(detector or run.detector, losses)
+        placement = _placement(detector or stored, losses)
     except UserError as exc:
         if detector:
             raise
         raise UserError(f"{exc} (the run's detector; pass --detector to choose another)") from None
     snippet = config_snippet(module_name, losses[:1], losses[1:], placement)
     docstring = _run_docstring(run, losses, module_name, snippet)
-    return _write(out, losses, docstring, snippet, run.notes)
+    return _write(out, losses, docstring, snippet, notes)
 
 
 def _run_loss(run: RunLosses, item: Scored, rank: int, prefix: str) -> ExportedLoss:
@@ -206,6 +215,12 @@ def export_expression(expression: str, space: str | SearchSpace = "cls_softmax",
 
 
 # ------------------------------------------------------------------------------------------------ shared
+
+
+def _bundled(detector: str) -> bool:
+    from autoloss.mmdet.detectors import BUNDLED
+
+    return detector in BUNDLED
 
 
 def _placement(detector: str | None, losses: list[ExportedLoss]) -> Placement:

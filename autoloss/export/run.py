@@ -9,17 +9,15 @@ finished its proxy evaluation.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoloss.engine.store import CandidateRow, RunStore, VerdictRow
+from autoloss.engine.runs import RunRecord, open_run
+from autoloss.engine.store import BASELINE_GENERATION, CandidateRow, VerdictRow
 from autoloss.errors import UserError
 from autoloss.loss.expression import Node, parse
 from autoloss.loss.space import SearchSpace, load_space
 
-STORE_NAME = "run.sqlite"
-BASELINE_GENERATION = -1  # autoloss.engine.evolution.BASELINE_GENERATION
 PROXY, MOS = "proxy", "mos"
 
 
@@ -57,40 +55,21 @@ class RunLosses:
     def only_baseline(self) -> bool:
         return bool(self.best) and self.best[0].candidate.generation == BASELINE_GENERATION
 
-    @property
-    def metric(self) -> str:
-        """How to call the proxy fitness: ``mAP`` for a detector run, else ``fitness``."""
-        return "mAP" if self.detector else "fitness"
-
-
-def store_path(run_dir) -> Path:
-    """``RUN_DIR/run.sqlite`` (or the store file itself), checked to exist."""
-    path = Path(run_dir).expanduser()
-    if path.is_file() and path.suffix == ".sqlite":
-        return path
-    if not path.exists():
-        raise UserError(f"{path}: no such run directory")
-    if not path.is_dir() or not (path / STORE_NAME).is_file():
-        raise UserError(f"{path} is not a run directory (no {STORE_NAME} in it)")
-    return path / STORE_NAME
+    metric: str = "fitness"  # what the proxy fitness measures (stored with the run)
 
 
 def read_run(run_dir, top: int = 1) -> RunLosses:
     """The ``top`` best proxy-evaluated losses of the run in ``run_dir``, and its settings."""
     if top < 1:
         raise UserError(f"--top must be a positive integer, got {top}")
-    db = store_path(run_dir)
-    try:
-        with RunStore(db) as store:
-            return _read(store, db, top)
-    except sqlite3.Error as exc:
-        raise UserError(f"{db}: cannot read the run store ({exc})") from None
+    record = open_run(run_dir)
+    if record.kind != "loss":
+        raise UserError(f"{record.path}: a run of {record.kind}s, not of losses: nothing for the loss exporter")
+    return _read(record, record.path, top)
 
 
-def _read(store: RunStore, db: Path, top: int) -> RunLosses:
+def _read(store: RunRecord, db: Path, top: int) -> RunLosses:
     config = store.load_config()
-    if not config:
-        raise UserError(f"{db} holds no run config: the search never started")
     task = config.get("task") if isinstance(config.get("task"), dict) else {}
     space_name = config.get("space") or task.get("space")
     if not space_name:
@@ -121,10 +100,10 @@ def _read(store: RunStore, db: Path, top: int) -> RunLosses:
     elif len(best) < top:
         notes.append(f"only {len(best)} losses besides the baseline finished their proxy evaluation "
                      f"(asked for {top})")
-    return RunLosses(db.parent, config, space, detector, best, baseline, notes)
+    return RunLosses(db.parent, config, space, detector, best, baseline, notes, store.metric)
 
 
-def _baseline(store: RunStore, scored) -> Scored | None:
+def _baseline(store: RunRecord, scored) -> Scored | None:
     for candidate in store.candidates(BASELINE_GENERATION):
         verdict = store.verdict(candidate.id, PROXY)
         fitness = verdict.metrics.get("fitness") if verdict else None

@@ -1,5 +1,1 @@
-"""Gates: progressively more expensive filters, each returning a verdict with a reason."""
-
-from autoloss.gates.base import Gate, Verdict
-
-__all__ = ["Gate", "Verdict"]
+"""Temporary: the loss gates moved to autoloss.loss.gates, Verdict to autoloss.engine.protocols."""

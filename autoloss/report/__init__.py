@@ -5,16 +5,16 @@
 
 Modules: :mod:`~autoloss.report.run` reads the store, :mod:`~autoloss.report.formulas` prints
 genotypes, :mod:`~autoloss.report.figures` draws, :mod:`~autoloss.report.markdown` writes the text,
-:mod:`~autoloss.report.command` is the ``autoloss report`` subcommand.
+the ``autoloss report`` subcommand is :mod:`autoloss.commands.report`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from autoloss.report.command import add_parser
+ 
 
-__all__ = ["add_parser", "write_report"]
+__all__ = ["write_report"]
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, top: int = 10) -> dict:
@@ -28,16 +28,16 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, top: in
 
     matplotlib.use("Agg")
     from autoloss.report import figures
-    from autoloss.report.formulas import Formulas
+    from autoloss.engine.registry import kind
     from autoloss.report.markdown import FIGURES, render
-    from autoloss.report.run import open_store, read_run
+    from autoloss.commands.options import writable_dir
+    from autoloss.engine.runs import open_run
+    from autoloss.report.run import read_run
 
-    run_dir = Path(run_dir)
-    with open_store(run_dir) as store:
-        run = read_run(store, run_dir, top=top)
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    formulas = Formulas(run.config)
+    record = open_run(run_dir)
+    run = read_run(record, top=top)
+    out = writable_dir(Path(out_dir) if out_dir is not None else record.run_dir / "report", "report directory")
+    formulas = kind(record.kind).describer(run.config)
     written = {
         "gate_funnel": figures.gate_funnel(run, out / FIGURES["funnel"]),
         "fitness_per_generation": figures.fitness_per_generation(run, out / FIGURES["fitness"], formulas),

@@ -1,6 +1,5 @@
 """A search run as the report sees it: its store read once into plain data.
 
-:func:`open_store` checks that a directory holds a run store (one clear :class:`UserError` if not);
 :func:`read_run` gathers what the figures and the Markdown need: the config, the baseline, each
 generation's funnel and proxy fitness, every expensive evaluation in the order it finished, the
 hall of fame, the failed evaluations and notes on whatever is missing from a partial run.
@@ -9,58 +8,17 @@ hall of fame, the failed evaluations and notes on whatever is missing from a par
 from __future__ import annotations
 
 import math
-import sqlite3
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoloss.engine.evolution import BASELINE_GENERATION
-from autoloss.engine.store import CandidateRow, RunStore, VerdictRow
-from autoloss.errors import UserError
+from autoloss.engine.runs import RunRecord
+from autoloss.engine.store import BASELINE_GENERATION, CandidateRow, VerdictRow
 
 GATES = ("validity", "equivalence", "convergence", "mos", "proxy")  # pipeline order
 EXPENSIVE = ("mos", "proxy")
 GATE_TITLES = {"validity": "validity", "equivalence": "equivalence", "convergence": "convergence",
                "mos": "MOS", "proxy": "proxy"}
-_STORE_TABLES = {"config", "candidates", "verdicts", "generations"}
-
-
-def open_store(run_dir: str | Path) -> RunStore:
-    """The run store of ``run_dir``; a UserError when there is none or the file is not one."""
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise UserError(f"{run_dir} does not exist: pass the --out directory of an `autoloss search` run")
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is not a directory: pass the --out directory of an `autoloss search` run")
-    db = run_dir / "run.sqlite"
-    if not db.is_file():
-        raise UserError(f"{run_dir} holds no run.sqlite: pass the --out directory of an `autoloss search` run")
-    try:  # read-only first: a file that is not a run store must not be touched
-        probe = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            has_config = _STORE_TABLES <= tables and probe.execute("SELECT COUNT(*) FROM config").fetchone()[0] > 0
-        finally:
-            probe.close()
-    except sqlite3.Error:
-        raise UserError(f"{db} is not a run store (not an SQLite database)") from None
-    if not _STORE_TABLES <= tables:
-        raise UserError(f"{db} is not a run store (an SQLite database without the run tables)")
-    if not has_config:
-        raise UserError(f"{db} holds no search yet (no run config stored)")
-    try:
-        return RunStore(db)
-    except sqlite3.Error as exc:  # e.g. a read-only folder: SQLite's WAL needs to write beside the file
-        raise UserError(f"cannot open {db}: {exc}") from None
-
-
-def metric_name(config: dict) -> str:
-    """What ``fitness`` measures: mAP for detector runs, accuracy for the built-in tasks."""
-    if config.get("detector"):
-        return "mAP"
-    if config.get("task_name"):
-        return "accuracy"
-    return "fitness"
 
 
 def failure_kind(verdict: VerdictRow) -> str:
@@ -164,7 +122,12 @@ class Run:
 
     @property
     def search(self) -> dict:
-        return self.config.get("search", {})
+        """The strategy, scheduler, seed and strategy options of the run (older stores: ``search``)."""
+        if isinstance(self.config.get("search"), dict):
+            return self.config["search"]
+        options = self.config.get("options") if isinstance(self.config.get("options"), dict) else {}
+        return {"strategy": self.config.get("strategy"), "mode": self.config.get("scheduler"),
+                "seed": self.config.get("seed"), **options}
 
     @property
     def baseline_fitness(self) -> float | None:
@@ -182,8 +145,9 @@ def _ordered(gates) -> list[str]:
     return known + sorted(set(gates) - set(known))
 
 
-def read_run(store: RunStore, run_dir: Path, top: int = 10) -> Run:
-    """Read from ``store`` everything the report shows; ``top`` is the number of best losses kept."""
+def read_run(store: RunRecord, top: int = 10) -> Run:
+    """Gather from the run everything the report shows; ``top`` is the number of best losses kept."""
+    run_dir = store.run_dir
     config = store.load_config() or {}
     candidates = {c.id: c for c in store.candidates()}
     verdicts = store.verdicts()
@@ -227,7 +191,7 @@ def read_run(store: RunStore, run_dir: Path, top: int = 10) -> Run:
     hall = [(c, v) for c, v in store.best("proxy", top + len(baselines)) if c.generation >= 0][:top]
     times = [c.created for c in candidates.values()] + [v.created for v in verdicts]
     run = Run(
-        run_dir=Path(run_dir), store_path=store.path, config=config, metric=metric_name(config),
+        run_dir=Path(run_dir), store_path=store.path, config=config, metric=store.metric,
         gates=_ordered({v.gate for v in verdicts}), baseline=baselines[0] if baselines else None,
         baseline_scores=baseline_scores, generations=generations, evaluations=evaluations,
         verdict_counts=counts, top=[(c, v, store.verdict(c.id, "mos")) for c, v in hall],

@@ -214,6 +214,8 @@ def loss_watch():
     latest loss)."""
     from mmengine.hooks import Hook
 
+    from autoloss.engine import heartbeat
+
     class LossWatch(Hook):
         def __init__(self):
             self.last = float("nan")
@@ -224,6 +226,7 @@ def loss_watch():
                 return
             value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
             self.last = value
+            heartbeat.beat(runner.iter + 1, runner.max_iters, value)
             if not math.isfinite(value):
                 raise Diverged(f"training loss became {value} at iteration {runner.iter + 1}")
 

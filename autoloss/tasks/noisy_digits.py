@@ -60,6 +60,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from autoloss.engine import heartbeat
+
 from autoloss.errors import UserError
 from autoloss.loss.compile import compile_loss
 from autoloss.loss.expression import parse
@@ -225,6 +227,7 @@ class NoisyDigitsTask:
             out = loss_fn(**{logits_name: logits, target_name: target, iou_name: iou})
             loss = out.sum(dim=-1).mean()
             loss_value = loss.item()
+            heartbeat.beat(step + 1, steps, loss_value)
             if not np.isfinite(loss_value):
                 raise Diverged(f"loss became {loss_value} at step {step}")
             optimizer.zero_grad(set_to_none=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from autoloss.gates.base import Verdict
+from autoloss.engine.protocols import Verdict
 from autoloss.loss.expression import Node
 from autoloss.loss.probe import fingerprint_of, probe
 from autoloss.loss.space import SearchSpace

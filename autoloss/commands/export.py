@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from autoloss.commands.options import bounded_int
 from autoloss.errors import UserError
 
 
@@ -20,7 +21,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="export this expression (or ready loss name) instead of a run's losses")
     export.add_argument("--space", help="the search space of --expression: cls_softmax (default), cls_sigmoid, "
                                         "reg, or a search-space YAML file")
-    export.add_argument("--top", type=int, default=1, metavar="N",
+    export.add_argument("--top", type=bounded_int("--top", 1, 10000), default=1, metavar="N",
                         help="export the N best losses of the run by proxy score (default: 1)")
     export.add_argument("--out", metavar="FILE.py",
                         help="the module file (default: RUN_DIR/export/autoloss_<run name>.py, "

@@ -25,7 +25,7 @@ import sympy
 import torch
 from sympy.solvers.inequalities import solve_poly_inequality
 
-from autoloss.gates.base import Verdict
+from autoloss.engine.protocols import Verdict
 from autoloss.loss.compile import compile_loss
 from autoloss.loss.expression import Node, parse
 from autoloss.loss.space import SearchSpace

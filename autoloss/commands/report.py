@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from autoloss.commands.options import bounded_int
 from autoloss.errors import UserError
 
 
@@ -17,7 +18,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     "figures: fitness_per_generation.png, gate_funnel.png and candidates_over_time.png.")
     report.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of an `autoloss search` run")
     report.add_argument("--out", metavar="DIR", help="where to write the report (default: RUN_DIR/report)")
-    report.add_argument("--top", metavar="N", type=int, default=10, help="how many of the best losses to list "
+    report.add_argument("--top", metavar="N", type=bounded_int("--top", 1, 10000), default=10, help="how many of the best losses to list "
                                                                           "(default: 10)")
     report.set_defaults(handler=run_report)
     return report

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from autoloss.gates.base import Verdict
+from autoloss.engine.protocols import Verdict
 from autoloss.loss.expression import Node
 from autoloss.loss.probe import probe
 from autoloss.loss.samples import probe_batch

@@ -1,0 +1,1 @@
+"""The subcommands of ``autoloss``, one module each: ``add_parser(subparsers)`` and a handler."""

@@ -1,0 +1,89 @@
+"""``autoloss evaluate``: a detector trained with given losses and with the baselines, the AP table."""
+
+from __future__ import annotations
+
+import argparse
+
+from autoloss.commands.options import bounded_int, finite_positive, writable_dir
+from autoloss.commands.search import DEMO_DETECTORS, DEMO_ITERS
+from autoloss.errors import UserError
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    evaluate = commands.add_parser(
+        "evaluate", help="train a detector with given losses and with the baselines; AP table as the paper's",
+        description="Train the detector with the given losses and with the baselines (CE/FL + GIoU, and CE + "
+                    "L1 for two-stage detectors) under the same schedule and seeds; print COCO AP, AP50 and "
+                    "AP75 with the difference to the baseline, and write the table to OUT/evaluate.md. "
+                    "Finished runs are kept in OUT/runs.jsonl: rerunning redoes only the missing ones.")
+    evaluate.add_argument("--detector", required=True, help="faster_rcnn, fcos, faster_rcnn_small, fcos_small, "
+                                                            "or the path of your own MMDetection config")
+    evaluate.add_argument("--data", help="COCO-format dataset (as for search)")
+    evaluate.add_argument("--demo", action="store_true", help="generate the synthetic dataset and use the small "
+                                                              "CPU variant of --detector (200 iterations)")
+    evaluate.add_argument("--loss-cls", help="classification loss: an expression or ready name "
+                                             "(e.g. CSE-Autoloss-A_cls); the IoU-aware head is used with it")
+    evaluate.add_argument("--loss-reg", help="regression loss: an expression or ready name (e.g. CSE-Autoloss-A_reg)")
+    evaluate.add_argument("--space-cls", help="search space of --loss-cls (default: cls_softmax or cls_sigmoid "
+                                              "after the head)")
+    evaluate.add_argument("--name", default="searched", help="the row name of the given losses (default: searched)")
+    evaluate.add_argument("--seeds", type=bounded_int("--seeds", 1, 1000), default=3, help="seeds per loss setting (default: 3)")
+    evaluate.add_argument("--iters", type=bounded_int("--iters", 1, 10**9), help="training iterations (default: the config's schedule)")
+    evaluate.add_argument("--batch-size", type=bounded_int("--batch-size", 1, 65536), help="training images per iteration (default: the config's)")
+    evaluate.add_argument("--executor", choices=["local", "ray"], default="local")
+    evaluate.add_argument("--workers", type=bounded_int("--workers", 1, 256), help="parallel trainings (default: one per GPU, else 1)")
+    evaluate.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    evaluate.add_argument("--timeout", type=finite_positive("--timeout"), default=24 * 3600.0, help="seconds per training run")
+    evaluate.add_argument("--out", help="output directory (default: runs/evaluate-<detector>)")
+    evaluate.add_argument("--quiet", action="store_true", help="only the final table")
+    evaluate.set_defaults(handler=run_evaluate)
+    return evaluate
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from autoloss.engine.executors import make_executor
+    from autoloss.evaluate import Comparison, write_markdown
+
+    detector = args.detector
+    out = writable_dir(Path(args.out or f"runs/evaluate-{'demo-' if args.demo else ''}{Path(detector).stem}"),
+                       "output directory")
+    if args.demo:
+        from autoloss.data.synthetic import make_synthetic_coco
+
+        if args.data:
+            raise UserError("--demo generates its own synthetic dataset: drop --data, or drop --demo")
+        detector = DEMO_DETECTORS.get(detector, detector)
+        args.data = str(out / "data")
+        make_synthetic_coco(args.data)
+        if args.iters is None:
+            args.iters = DEMO_ITERS["proxy_iters"]
+    elif not args.data:
+        raise UserError("evaluate needs --data DIR (a COCO-format dataset), or --demo")
+    comparison = Comparison.prepare(detector, args.data, out, loss_cls=args.loss_cls, loss_reg=args.loss_reg,
+                                    seeds=args.seeds, iters=args.iters, batch_size=args.batch_size,
+                                    name=args.name, space_cls=args.space_cls)
+    comparison.claim_out_dir()
+    total = len(comparison.variants) * len(comparison.seeds)
+    if not args.quiet:
+        print(f"evaluate: {Path(comparison.detector).name}, {len(comparison.variants)} loss settings x "
+              f"{len(comparison.seeds)} seed(s), {comparison.iters} iterations each; logs in {out / 'work'}")
+
+    def report(record: dict) -> None:
+        if not args.quiet:
+            state = (f"AP {100 * record['fitness']:.1f}" if record["status"] == "ok"
+                     else f"failed: {record.get('error', record['status'])}")
+            print(f"  {record['variant']} seed {record['seed']}: {state} ({record['seconds']:.0f} s)", flush=True)
+
+    executor = make_executor(args.executor, workers=args.workers, address=args.address, start_method="spawn")
+    try:
+        runs = comparison.run(executor, timeout=args.timeout, on_result=report)
+    finally:
+        executor.close()
+    write_markdown(comparison, runs, out / "evaluate.md")
+    print()
+    print(comparison.table(runs))
+    print(f"\n{sum(1 for r in runs.values() if r.get('status') == 'ok')}/{total} runs finished; "
+          f"table written to {out / 'evaluate.md'}")
+    return 0

@@ -1,0 +1,283 @@
+"""``autoloss search``: evolve losses on a detector or a cheap task, into a resumable run store.
+
+Every option is checked before anything is written: the run directory and its store are created
+only once the search can start. The defaults are those of the strategies' options dataclasses
+(shown in ``--help``); ``--demo`` overrides the budget with :data:`DEMO_BUDGET` unless an option
+is given explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from autoloss.commands.options import bounded_int, finite_float, finite_positive, writable_dir
+from autoloss.errors import UserError
+from autoloss.strategies.cse import CseOptions
+
+DEMO_BUDGET = {"population": 24, "generations": 2, "top_k": 2, "parents": 2, "max_mos": 4}
+DEMO_ITERS = {"proxy_iters": 200, "mos_iters": 30}
+DEMO_DETECTORS = {"faster_rcnn": "faster_rcnn_small", "fcos": "fcos_small"}
+MAX_WORKERS = 256
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds must fit
+
+_D = CseOptions()  # the defaults shown in --help come from the options dataclasses
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    from autoloss.engine.registry import strategies
+    from autoloss.engine.schedulers import SCHEDULERS
+
+    search = commands.add_parser(
+        "search", help="evolve losses (CSE-Autoloss, or the random / vanilla-evolution baselines)",
+        description="Evolve loss functions. Every candidate and verdict goes to RUN_DIR/run.sqlite as soon "
+                    "as it is known; --resume continues a killed run where it stopped.")
+    target = search.add_argument_group("what to search")
+    target.add_argument("--detector", help="an MMDetection proxy detector: faster_rcnn, fcos (R50-FPN, as in "
+                                           "the paper), faster_rcnn_small, fcos_small (ResNet-18, 128 px, for "
+                                           "CPUs), or the path of your own MMDetection config")
+    target.add_argument("--branch", choices=["cls", "reg"], default="cls",
+                        help="the loss to search; the other keeps the config's (GIoU; CE or FL) (default: cls)")
+    target.add_argument("--data", help="COCO-format dataset: annotations/instances_{train,val}*.json and the "
+                                       "image folders (without a val split, one is carved out of train)")
+    target.add_argument("--demo", action="store_true",
+                        help="generate a synthetic dataset and run a small search on the CPU variant of "
+                             "--detector (about 10 minutes on 2 cores)")
+    target.add_argument("--task", choices=["noisy-digits"], help="a cheap built-in proxy task instead of a detector")
+    target.add_argument("--space", help="search space name or YAML file (default: cls_softmax or cls_sigmoid "
+                                        "after the detector's head, reg)")
+    iters = bounded_int("--proxy-iters", 1, 10**9)
+    target.add_argument("--proxy-iters", type=iters,
+                        help="proxy training iterations (default: one epoch of the training split)")
+    target.add_argument("--mos-iters", type=bounded_int("--mos-iters", 1, 10**9),
+                        help="model optimisation simulation iterations on D_verify (default: 30)")
+    target.add_argument("--batch-size", type=bounded_int("--batch-size", 1, 65536),
+                        help="training images per iteration (default: the config's)")
+    target.add_argument("--steps", type=bounded_int("--steps", 1, 10**7),
+                        help="--task only: proxy training steps (task default if omitted)")
+    target.add_argument("--iou", choices=["one", "confidence"],
+                        help="--task only: the IoU stand-in W, 1 for every sample or the model's detached "
+                             "probability of the label (default: one)")
+    evo = search.add_argument_group("evolution (the paper's Algorithm 1)")
+    evo.add_argument("--strategy", choices=sorted(strategies()), default="cse")
+    evo.add_argument("--mode", choices=list(SCHEDULERS), default="generational")
+    count = bounded_int("count", 1, 1_000_000)
+    evo.add_argument("--population", type=count, help=f"N, candidates per generation (default: {_D.population})")
+    evo.add_argument("--generations", type=count, help=f"E (default: {_D.generations})")
+    evo.add_argument("--top-k", type=count, help=f"cse: K, MOS survivors sent to the proxy (default: {_D.top_k})")
+    evo.add_argument("--parents", type=count, help=f"P, parents of the next generation (default: {_D.parents})")
+    evo.add_argument("--crossover", type=finite_float("--crossover", 0, 1), help=f"p1 (default: {_D.crossover})")
+    evo.add_argument("--mutation", type=finite_float("--mutation", 0, 1), help=f"p2 (default: {_D.mutation})")
+    evo.add_argument("--mos-margin", type=finite_float("--mos-margin", 0),
+                     help=f"cse: pass MOS at >= threshold - margin (default: {_D.mos_margin})")
+    evo.add_argument("--max-mos", type=count, help="cse: at most this many MOS runs per generation (default: all)")
+    evo.add_argument("--max-evaluations", type=count,
+                     help="stop once this many proxy evaluations are stored (default: no cap)")
+    evo.add_argument("--seed", type=bounded_int("--seed", 0, MAX_SEED), default=0)
+    run = search.add_argument_group("running")
+    run.add_argument("--executor", choices=["local", "ray"], default="local")
+    run.add_argument("--workers", type=bounded_int("--workers", 1, MAX_WORKERS),
+                     help="parallel evaluations (default: one per GPU, else 1)")
+    run.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    run.add_argument("--mos-timeout", type=finite_positive("--mos-timeout"),
+                     help="cse: seconds per MOS evaluation (default: 1 hour for a detector, 600 for --task)")
+    run.add_argument("--proxy-timeout", type=finite_positive("--proxy-timeout"),
+                     help="seconds per proxy evaluation (default: 24 hours for a detector, whose proxy is an "
+                          "epoch; 3600 for --task)")
+    run.add_argument("--out", help="run directory (default: runs/[demo-]<detector or task>-<branch>-<strategy>-seed<seed>)")
+    run.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    search.set_defaults(handler=run_search)
+    return search
+
+
+def strategy_options(args: argparse.Namespace):
+    """The strategy with its options from the command line (the --demo budget where not given)."""
+    from autoloss.engine.registry import strategy
+
+    cls = strategy(args.strategy)
+    names = {f.name for f in fields(cls.Options)}
+    cli_names = {f.name for f in fields(CseOptions)} | {"max_evaluations"}
+    given = {name: getattr(args, name) for name in cli_names if getattr(args, name, None) is not None}
+    for name in given:
+        if name not in names:
+            raise UserError(f"--{name.replace('_', '-')} applies to --strategy cse, not {args.strategy}")
+    if args.demo:
+        given = {**{k: v for k, v in DEMO_BUDGET.items() if k in names}, **given}
+    return cls(cls.Options(**given))
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from autoloss.engine.executors import make_executor
+    from autoloss.engine.lock import RunLock
+    from autoloss.engine.progress import Progress
+    from autoloss.engine.schedulers import SCHEDULERS
+    from autoloss.engine.store import RunStore, StoreError
+    from autoloss.engine.study import Study
+
+    if args.detector and args.task:
+        raise UserError("choose one of --task and --detector")
+    if args.demo and not args.detector:
+        raise UserError("--demo runs a detector search: add --detector faster_rcnn (or fcos)")
+    if not (args.task or args.detector):
+        raise UserError("choose what to search on: --detector faster_rcnn|fcos|CONFIG (with --data DIR or "
+                        "--demo), or the cheap --task noisy-digits")
+    if args.address and args.executor != "ray":
+        raise UserError("--address applies to --executor ray")
+    strategy = strategy_options(args)
+    name = Path(args.detector).stem if args.detector else args.task
+    out = Path(args.out or f"runs/{'demo-' if args.demo else ''}{name}-{args.branch}-{args.strategy}-seed{args.seed}")
+    db = out / "run.sqlite"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"cannot use {out} as the run directory: it exists and is not a directory")
+    if db.exists() and not args.resume:
+        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    if args.resume and not db.is_file():
+        raise UserError(f"nothing to resume: {db} does not exist")
+    if args.resume:
+        _check_resumable(db)
+    if args.task:
+        problem, extra = _task_problem(args)
+    out = writable_dir(out)
+    lock = RunLock(out).acquire()
+    try:
+        if args.detector:
+            problem, extra = _detection_problem(args, out)
+        _check_problem(problem)
+        store = RunStore(db)
+        executor = make_executor(args.executor, workers=args.workers, address=args.address,
+                                 start_method=problem.start_method)
+        try:
+            try:
+                study = Study(problem, strategy, store, executor,
+                              Progress(enabled=not args.quiet, metric=problem.metric, heartbeat_dir=out / "work"),
+                              seed=args.seed, scheduler=args.mode, extra_config=extra)
+            except StoreError:
+                raise
+            except ValueError as exc:  # the stored config differs from these options
+                raise UserError(f"cannot resume {out} with different options: {exc}") from None
+            result = SCHEDULERS[args.mode]().run(study, strategy)
+            _print_result(result, problem, study)
+        finally:
+            executor.close()
+            store.close()
+    finally:
+        lock.release()
+    if result.baseline is None:
+        raise SearchFailed(f"the baseline ({_baseline_failure(study)}); fix that first: nothing it is compared "
+                           f"with means anything. Store: {db}")
+    return 0
+
+
+class SearchFailed(UserError):
+    exit_code = 1
+
+
+def _check_resumable(db: Path) -> None:
+    """A store to resume must be an intact run store with a config; checked read-only, untouched."""
+    from autoloss.engine.store import RunStore
+
+    if db.stat().st_size == 0:
+        raise UserError(f"cannot resume: {db} is empty (zero bytes), not a run store; move it away to start anew")
+    with RunStore(db, readonly=True) as store:
+        if store.load_config() is None:
+            raise UserError(f"cannot resume: {db} holds no run config (the search never started)")
+        store.candidates()
+        store.verdicts()
+
+
+def _check_problem(problem) -> None:
+    """The baseline must parse before any store is written."""
+    representation = problem.representation
+    try:
+        individual = representation.parse(problem.baseline) if problem.baseline else representation.initial()
+    except UserError as exc:
+        raise UserError(f"the search space's initial individual does not parse: {exc}") from None
+    representation.key(individual)
+
+
+def _task_problem(args: argparse.Namespace):
+    from autoloss.loss.problems import task_problem
+    from autoloss.loss.space import load_space
+
+    for option in ("data", "proxy_iters", "mos_iters", "batch_size"):
+        if getattr(args, option) is not None:
+            raise UserError(f"--{option.replace('_', '-')} applies to detector searches, not to --task")
+    space = load_space(args.space or {"cls": "cls_softmax", "reg": "reg"}[args.branch])
+    if space.branch != args.branch:
+        raise UserError(f"space '{space.name}' is a {space.branch} space, not {args.branch}")
+    params = {key: value for key, value in (("steps", args.steps), ("iou", args.iou)) if value is not None}
+    problem = task_problem(args.task, space, params or None)
+    return problem, {"task_name": args.task, "space": space.name}
+
+
+def _detection_problem(args: argparse.Namespace, out: Path):
+    from autoloss.loss.problems import detection_problem
+    from autoloss.tasks.detection import prepare_task
+
+    if args.steps is not None:
+        raise UserError("--steps applies to --task; a detector search takes --proxy-iters and --mos-iters")
+    if args.iou is not None:
+        raise UserError("--iou applies to --task; a detector computes the IoU of its own boxes")
+    detector = args.detector
+    iters = {"proxy_iters": args.proxy_iters, "mos_iters": args.mos_iters}
+    if args.demo:
+        from autoloss.data.synthetic import make_synthetic_coco
+
+        if args.data:
+            raise UserError("--demo generates its own synthetic dataset: drop --data, or drop --demo")
+        detector = DEMO_DETECTORS.get(detector, detector)
+        args.data = str(out / "data")
+        iters = {k: v if v is not None else DEMO_ITERS[k] for k, v in iters.items()}
+        made = make_synthetic_coco(args.data)
+        if not args.quiet:
+            print(f"demo: synthetic COCO dataset in {args.data} ({made['num_train']} train / "
+                  f"{made['num_val']} val images, {len(made['categories'])} categories); detector {detector}")
+    elif not args.data:
+        raise UserError("a detector search needs --data DIR (a COCO-format dataset), or --demo")
+    task, summary = prepare_task(detector, args.branch, args.data, out, space=args.space,
+                                 proxy_iters=iters["proxy_iters"], mos_iters=iters["mos_iters"] or 30,
+                                 batch_size=args.batch_size, seed=args.seed)
+    if not args.quiet:
+        print(f"detector {Path(summary['config']).name} ({summary['kind']}), branch {args.branch}, "
+              f"space {summary['space']}; train {summary['train_images']} / val {summary['val_images']} images"
+              f"{' (val carved out of train)' if summary['carved_val'] else ''}, {summary['categories']} "
+              f"categories, D_verify {summary['verify_images']} images; proxy {summary['proxy_iters']} "
+              f"iterations, MOS {summary['mos_iters']} (batch {summary['batch_size']})")
+        for note in summary["notes"]:
+            print(f"note: {note}")
+    return detection_problem(task), {"detector": detector, "space": summary["space"]}
+
+
+def _print_result(result, problem, study) -> None:
+    representation, metric = problem.representation, problem.metric
+    base = result.baseline.fitness if result.baseline else None
+    print(f"\nbest losses by {metric} ({result.proxy_evaluations} proxy evaluations this session; "
+          f"store: {study.store.path})")
+    if base is not None:
+        print(f"  baseline {metric} {base:.4f}  {result.baseline.genotype}")
+    else:
+        print(f"  baseline: no {metric} ({_baseline_failure(study)})")
+    found = [b for b in result.best if b.generation >= 0][:5]
+    if not found:
+        print("  no candidate finished its proxy evaluation")
+    elif base is not None and found[0].fitness <= base:
+        print(f"  no candidate beat the baseline within this budget: the baseline remains the best loss "
+              f"(a larger --population and more --generations search further)")
+    for rank, item in enumerate(found, 1):
+        delta = f" ({item.fitness - base:+.4f})" if base is not None else ""
+        worse = "  [worse than the baseline]" if base is not None and item.fitness < base else ""
+        infix = representation.describe(representation.parse(item.genotype)).get("infix", "")
+        print(f"  {rank}. {metric} {item.fitness:.4f}{delta}  gen {item.generation + 1}  {item.genotype}{worse}"
+              + (f"\n       {infix}" if infix else ""))
+
+
+def _baseline_failure(study) -> str:
+    row = study.baseline_row()
+    if row is not None:
+        for stage in reversed(study.stages):
+            verdict = study.store.verdict(row.id, stage.name)
+            if verdict is not None and not verdict.passed and verdict.status != "ok":
+                return f"its {stage.name} evaluation failed: {verdict.reason}"
+    return "it was not evaluated"

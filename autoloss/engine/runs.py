@@ -1,0 +1,151 @@
+"""The one reader of a run directory, for report, export and evaluate: a checked, read-only snapshot.
+
+:func:`open_run` refuses, with one line naming the file and what is wrong, anything that is not a
+readable run: a missing or non-directory path, no ``run.sqlite``, a file that is not SQLite or is
+damaged, a store of an unknown schema, a config that is not a JSON object, tampered rows. It never
+writes to the store and never runs anything named in it. The returned :class:`RunRecord` holds the
+whole run in memory, with the representation kind and the metric stored with it, and answers the
+questions the report and the exporter ask (the same ones the live store answers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoloss.engine.store import BASELINE_GENERATION, CandidateRow, RunStore, StoreError, VerdictRow
+from autoloss.errors import UserError
+
+STORE_NAME = "run.sqlite"
+LEGACY_KINDS = {"loss-tree": "loss"}  # stores written before the representation kind was stored
+RANKING_STAGE = "proxy"
+
+
+def legacy_metric(config: dict) -> str:
+    if config.get("detector"):
+        return "mAP"
+    if config.get("task_name"):
+        return "accuracy"
+    return "fitness"
+
+
+def store_path(run_dir) -> Path:
+    """``RUN_DIR/run.sqlite`` (or the store file itself), checked to exist."""
+    path = Path(run_dir).expanduser()
+    hint = "pass the --out directory of an `autoloss search` run"
+    if path.is_file() and path.suffix == ".sqlite":
+        return path
+    if not path.exists():
+        raise UserError(f"{path} does not exist: {hint}")
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory: {hint}")
+    if not (path / STORE_NAME).is_file():
+        raise UserError(f"{path} holds no {STORE_NAME}: {hint}")
+    return path / STORE_NAME
+
+
+@dataclass
+class RunRecord:
+    """A run, read once: config, kind, metric, candidates, verdicts and generation summaries."""
+
+    run_dir: Path
+    path: Path
+    config: dict
+    kind: str
+    metric: str
+    rows: dict[int, CandidateRow]
+    all_verdicts: list[VerdictRow]
+    summaries: dict[int, dict]
+    _by_key: dict[tuple[int, str], VerdictRow] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self._by_key = {(v.candidate_id, v.gate): v for v in self.all_verdicts}
+
+    # the RunStore questions, answered from memory
+    def load_config(self) -> dict:
+        return self.config
+
+    def candidates(self, generation: int | None = None) -> list[CandidateRow]:
+        rows = sorted(self.rows.values(), key=lambda c: (c.generation, c.index))
+        return [c for c in rows if generation is None or c.generation == generation]
+
+    def candidate(self, candidate_id: int) -> CandidateRow:
+        return self.rows[candidate_id]
+
+    def verdict(self, candidate_id: int, gate: str) -> VerdictRow | None:
+        return self._by_key.get((candidate_id, gate))
+
+    def verdicts(self, generation: int | None = None, gate: str | None = None) -> list[VerdictRow]:
+        return [v for v in self.all_verdicts
+                if (gate is None or v.gate == gate)
+                and (generation is None or self.rows[v.candidate_id].generation == generation)]
+
+    def finished_generations(self) -> list[int]:
+        return sorted(self.summaries)
+
+    def generation_summary(self, generation: int) -> dict | None:
+        return self.summaries.get(generation)
+
+    def funnel(self, generation: int) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for verdict in self.verdicts(generation):
+            count = counts.setdefault(verdict.gate, {"in": 0, "passed": 0, "failed": 0})
+            count["in"] += 1
+            count["passed" if verdict.passed else "failed"] += 1
+        return counts
+
+    def best(self, gate: str = RANKING_STAGE, n: int = 10, metric: str = "fitness") -> list[tuple[CandidateRow, VerdictRow]]:
+        """The top ``n`` distinct genotypes by fitness among ok verdicts of ``gate`` (ties: lower id)."""
+        scored = []
+        for verdict in self.verdicts(gate=gate):
+            value = verdict.metrics.get(metric)
+            if verdict.status == "ok" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                scored.append((-value, verdict.candidate_id, verdict))
+        scored.sort(key=lambda s: (s[0], s[1]))
+        top, seen = [], set()
+        for _, cid, verdict in scored:
+            row = self.rows[cid]
+            if row.genotype not in seen and len(top) < n:
+                seen.add(row.genotype)
+                top.append((row, verdict))
+        return top
+
+    # what readers ask beyond the store
+    @property
+    def name(self) -> str:
+        return self.run_dir.resolve().name
+
+    def baseline(self) -> CandidateRow | None:
+        rows = self.candidates(BASELINE_GENERATION)
+        return rows[0] if rows else None
+
+    def fitness(self, candidate_id: int, gate: str = RANKING_STAGE) -> float | None:
+        verdict = self.verdict(candidate_id, gate)
+        value = verdict.metrics.get("fitness") if verdict is not None and verdict.status == "ok" else None
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def open_run(run_dir) -> RunRecord:
+    """Read the run in ``run_dir`` (or a ``run.sqlite`` path); one clear UserError if it cannot be read."""
+    db = store_path(run_dir)
+    try:
+        with RunStore(db, readonly=True) as store:
+            config = store.load_config()
+            if config is None:
+                raise StoreError(f"{db} holds no search yet (no run config stored)")
+            rows = {c.id: c for c in store.candidates()}
+            verdicts = store.verdicts()
+            summaries = store.generations_summaries()
+    except StoreError as exc:
+        raise StoreError(str(exc) if str(db) in str(exc) else f"{db}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (sqlite3 errors on pages damaged past the integrity check)
+        raise StoreError(f"{db}: cannot read the run store ({type(exc).__name__}: {exc})") from None
+    if any(v.candidate_id not in rows for v in verdicts):
+        raise StoreError(f"{db}: a verdict refers to a candidate that is not in the store (damaged or tampered)")
+    kind = config.get("representation") or LEGACY_KINDS.get(config.get("genotype"), config.get("genotype"))
+    if not isinstance(kind, str) or not kind:
+        raise StoreError(f"{db}: the run config names no representation kind")
+    metric = config.get("metric") if isinstance(config.get("metric"), str) else legacy_metric(config)
+    return RunRecord(db.parent, db, config, kind, metric, rows, verdicts, summaries)

@@ -1,0 +1,266 @@
+"""The engine core: one search run, whatever the representation and the strategy.
+
+A :class:`Study` owns the store, the executor, the progress display, the duplicate check and the
+retries, and records every result through one path (:meth:`Study.record`). Schedulers
+(:mod:`autoloss.engine.schedulers`) drive a strategy against it; strategies read it (the baseline,
+the hall of fame, a candidate's scores) to decide what comes next. Nothing here knows what a
+genotype is beyond the :class:`~autoloss.engine.protocols.Representation` protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from autoloss.engine.duplicates import GATE as DUPLICATE_GATE
+from autoloss.engine.duplicates import Duplicates
+from autoloss.engine.executors import Job
+from autoloss.engine.progress import Progress
+from autoloss.engine.protocols import Evaluate, Gate, Proposal, Representation, Stage, Verdict
+from autoloss.engine.store import BASELINE_GENERATION, DETERMINISTIC, CandidateRow, RunStore, VerdictRow
+from autoloss.timelimit import Outcome
+
+DEFAULT_RETRIES = 2  # transient failures (timeout, crashed worker, out of memory) rerun on resume
+
+
+@dataclass
+class Problem:
+    """What is searched: a representation, its breeding operators, and the expensive evaluation.
+
+    ``evaluate(task, genotype_key, stage, seed)`` is a module-level function (it runs in worker
+    processes) returning a dict with a numeric ``fitness``. ``timeouts`` are the default seconds per
+    stage name; a strategy's options may override them.
+    """
+
+    representation: Representation
+    operators: Any
+    evaluate: Evaluate
+    task: dict
+    metric: str = "fitness"  # what ``fitness`` measures, for people (e.g. "accuracy", "mAP", "AO")
+    baseline: str | None = None  # the individual to compare with (default: the initial one)
+    timeouts: dict[str, float] = field(default_factory=dict)
+    start_method: str | None = None  # multiprocessing start method its local workers need (None: default)
+
+
+@dataclass
+class Evaluated:
+    """A candidate with its score on the ranking stage (and the other stages' scores)."""
+
+    genotype: str
+    fitness: float
+    generation: int
+    candidate_id: int = 0
+    scores: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def mos(self) -> float | None:  # the paper's name for the first training stage
+        return self.scores.get("mos")
+
+
+@dataclass
+class SearchResult:
+    best: list[Evaluated]
+    baseline: Evaluated | None
+    proxy_evaluations: int  # ranking-stage evaluations run in this session
+    generations: list[dict] = field(default_factory=list)
+
+
+def seeded_rng(seed: int, *salt) -> random.Random:
+    """An independent, reproducible random stream for (seed, salt...)."""
+    digest = hashlib.sha256(repr((seed,) + salt).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def finite_fitness(result: Any) -> float | None:
+    value = result.get("fitness") if isinstance(result, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def failure_status(outcome: Outcome) -> str:
+    """The store status of a failed outcome: transient (timeout, crashed, oom) or deterministic."""
+    error = outcome.error or ""
+    if outcome.status == "error":
+        if error.startswith("Diverged"):
+            return "diverged"
+        if "out of memory" in error.lower() or error.startswith("MemoryError") or "OutOfMemory" in error:
+            return "oom"
+    return outcome.status if outcome.status in ("timeout", "crashed", "error") else "failed"
+
+
+class Study:
+    """Runs one search into a store; everything it learns is recorded the moment it is known."""
+
+    def __init__(self, problem: Problem, strategy, store: RunStore, executor, progress: Progress | None = None,
+                 seed: int = 0, scheduler: str = "generational", extra_config: dict | None = None,
+                 retries: int = DEFAULT_RETRIES):
+        self.problem, self.strategy, self.store, self.executor = problem, strategy, store, executor
+        self.representation = problem.representation
+        self.operators = problem.operators
+        self.progress = progress or Progress(enabled=False)
+        self.seed, self.retries = seed, retries
+        self.config = {"representation": self.representation.kind, "metric": problem.metric,
+                       "strategy": strategy.name, "options": asdict(strategy.options), "scheduler": scheduler,
+                       "seed": seed, "task": problem.task, **(extra_config or {})}
+        store.save_config(self.config)
+        self.stages: list[Stage] = strategy.stages(problem.timeouts)
+        self.ranking = next(s for s in self.stages if s.ranks)
+        self.gates: list[Gate] = strategy.cheap_gates(self.representation.gates())
+        self.duplicates = Duplicates(store, BASELINE_GENERATION)
+        self.evaluations = 0  # ranking-stage evaluations run in this session
+
+    # ------------------------------------------------------------------ recording: the one path
+
+    def add_candidate(self, generation: int, index: int, proposal: Proposal) -> CandidateRow:
+        key = self.representation.key(proposal.genotype)
+        cid = self.store.add_candidate(generation, index, key, list(proposal.parents), proposal.origin)
+        return self.store.candidate(cid)
+
+    def record(self, row: CandidateRow, verdict: Verdict, status: str = "ok", seconds: float = 0.0,
+               attempts: int = 1) -> VerdictRow:
+        """Store a verdict (a cheap gate's, a stage's, a selection's) and tell the progress display."""
+        self.store.add_verdict(row.id, verdict.gate, verdict.passed, verdict.reason, verdict.metrics, status,
+                               seconds, attempts)
+        return self.store.verdict(row.id, verdict.gate)
+
+    # ------------------------------------------------------------------ reading, for strategies
+
+    def fitness(self, row_id: int, stage: str) -> float | None:
+        verdict = self.store.verdict(row_id, stage)
+        return finite_fitness(verdict.metrics) if verdict is not None and verdict.status == "ok" else None
+
+    def scores(self, row_id: int) -> dict[str, float | None]:
+        return {stage.name: self.fitness(row_id, stage.name) for stage in self.stages}
+
+    def hall_of_fame(self, n: int, before_generation: int | None = None, searched_only: bool = False) -> list[Evaluated]:
+        """The best ``n`` ranking-stage results (one per genotype), optionally bred before a generation."""
+        rows = self.store.best(self.ranking.name, 1_000_000 if before_generation is not None or searched_only else n)
+        if before_generation is not None:
+            rows = [(c, v) for c, v in rows if c.generation < before_generation]
+        if searched_only:
+            rows = [(c, v) for c, v in rows if c.generation != BASELINE_GENERATION]
+        return [Evaluated(c.genotype, float(v.metrics["fitness"]), c.generation, c.id, self.scores(c.id))
+                for c, v in rows[:n]]
+
+    def baseline_row(self) -> CandidateRow | None:
+        rows = self.store.candidates(BASELINE_GENERATION)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------ the baseline
+
+    def baseline(self) -> Evaluated | None:
+        """Evaluate the baseline on every stage (once per run); its fingerprint is the first one owned."""
+        rep = self.representation
+        individual = rep.parse(self.problem.baseline) if self.problem.baseline else rep.initial()
+        row = self.add_candidate(BASELINE_GENERATION, 0, Proposal(individual, (), "baseline"))
+        if row.fingerprint is None:
+            fingerprint = rep.fingerprint(individual)
+            if fingerprint:
+                self.store.set_fingerprint(row.id, fingerprint)
+                row = self.store.candidate(row.id)
+        self.duplicates.claim(row)
+        self.progress.baseline_started(row.genotype, [s.name for s in self.stages])
+        for stage in self.stages:
+            self.evaluate([row], stage)
+        fitness = self.fitness(row.id, self.ranking.name)
+        result = None if fitness is None else Evaluated(row.genotype, fitness, BASELINE_GENERATION, row.id,
+                                                        self.scores(row.id))
+        self.progress.baseline(fitness)
+        return result
+
+    # ------------------------------------------------------------------ cheap gates and duplicates
+
+    def screening_steps(self) -> list[str]:
+        """The names of the screening steps in order: the first gate, the duplicate check, the rest."""
+        names = [gate.name for gate in self.gates]
+        return names[:1] + [DUPLICATE_GATE] + names[1:]
+
+    def screen(self, rows: Sequence[CandidateRow], quiet: bool = False) -> list[CandidateRow]:
+        """Run the cheap gates in order, the duplicate check after the first; return the survivors.
+
+        Verdicts already in the store (a resumed run) are kept, not recomputed, so a resume never
+        depends on timing (sympy's time limit).
+        """
+        survivors = list(rows)
+        steps: list[Gate | None] = list(self.gates[:1]) + [None] + list(self.gates[1:])  # None: duplicates
+        for gate in steps:
+            name = DUPLICATE_GATE if gate is None else gate.name
+            stored = {row.id: self.store.verdict(row.id, name) for row in survivors}
+            fresh = [row for row in survivors if stored[row.id] is None]
+            if gate is None:
+                for row in fresh:
+                    stored[row.id] = self._check_duplicate(row)
+            elif fresh:
+                verdicts = gate.evaluate([self.representation.parse(row.genotype) for row in fresh])
+                for row, verdict in zip(fresh, verdicts):
+                    stored[row.id] = self.record(row, verdict)
+            passed = [row for row in survivors if stored[row.id].passed]
+            if not quiet:
+                self.progress.gate(name, len(survivors), len(passed))
+            survivors = passed
+        return survivors
+
+    def close_gates(self) -> None:
+        for gate in self.gates:
+            close = getattr(gate, "close", None)
+            if close:
+                close()
+
+    def _check_duplicate(self, row: CandidateRow) -> VerdictRow:
+        fingerprint = row.fingerprint or self.representation.fingerprint(self.representation.parse(row.genotype))
+        if fingerprint and row.fingerprint is None:
+            self.store.set_fingerprint(row.id, fingerprint)
+        return self.record(row, self.duplicates.check(row, fingerprint))
+
+    # ------------------------------------------------------------------ expensive stages
+
+    def needs_run(self, row: CandidateRow, stage: Stage) -> tuple[bool, int]:
+        """Whether ``row`` still needs ``stage`` (no verdict, or a transient failure left to retry)."""
+        known = self.store.verdict(row.id, stage.name)
+        if known is None:
+            return True, 1
+        if known.status in DETERMINISTIC or known.status == "ok" or known.attempts > self.retries:
+            return False, known.attempts
+        return True, known.attempts + 1
+
+    def job(self, row: CandidateRow, stage: Stage) -> Job:
+        return Job(self.problem.evaluate, self.problem.task, row.genotype, stage.name, self.seed)
+
+    def evaluate(self, rows: Sequence[CandidateRow], stage: Stage) -> dict[int, float | None]:
+        """Run ``stage`` on the rows that need it (in parallel); every result is stored as it arrives."""
+        todo = []
+        for row in rows:
+            run, attempt = self.needs_run(row, stage)
+            if run:
+                todo.append((row, attempt))
+        jobs = (self.job(row, stage) for row, _ in todo)
+        for index, _, outcome in self.executor.stream(jobs, stage.timeout, on_wait=self.progress.tick):
+            row, attempt = todo[index]
+            self.record_outcome(row, stage, outcome.value if outcome.ok else None, outcome, attempt)
+        return {row.id: self.fitness(row.id, stage.name) for row in rows}
+
+    def record_outcome(self, row: CandidateRow, stage: Stage, value: Any, outcome: Outcome,
+                       attempt: int = 1) -> float | None:
+        """Record one stage result (``value`` the evaluation's dict, None when it failed)."""
+        fitness = finite_fitness(value) if value is not None else None
+        if fitness is not None:
+            self.record(row, Verdict(stage.name, True, f"fitness {fitness:.4f}", dict(value)), "ok",
+                        outcome.seconds, attempt)
+        elif value is not None:
+            self.record(row, Verdict(stage.name, False, f"no finite fitness in {value!r}"[:500], {"fitness": None}),
+                        "failed", outcome.seconds, attempt)
+        else:
+            self.record(row, Verdict(stage.name, False, outcome.error or outcome.status, {"fitness": None}),
+                        failure_status(outcome), outcome.seconds, attempt)
+        if stage.ranks and row.generation != BASELINE_GENERATION:
+            self.evaluations += 1
+        self.progress.evaluated(stage.name, row.genotype, fitness, "", ranks=stage.ranks)
+        return fitness
+
+    def stream(self, items: Iterable, timeout: float, fn: Callable) -> Iterable:
+        return self.executor.stream(items, timeout, fn=fn, on_wait=self.progress.tick)
