@@ -24,21 +24,40 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def filter_patches(feat: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``k x k`` neighbourhood of every cell of every frame, ``[S, D * k * k, I * H * W]`` (zero padded).
+
+    Laid out once per optimisation so that correlation and its transpose are plain batched matmuls.
+    """
+    images, sequences, dim, height, width = feat.shape
+    patches = F.unfold(feat.reshape(images * sequences, dim, height, width), size, padding=size // 2)
+    patches = patches.reshape(images, sequences, dim * size * size, height * width).permute(1, 2, 0, 3)
+    return patches.reshape(sequences, dim * size * size, images * height * width)
+
+
+def correlate(patches: torch.Tensor, filters: torch.Tensor, map_size: tuple[int, int]) -> torch.Tensor:
+    """Scores ``[I, S, H, W]`` from ``filter_patches`` and filters ``[S, D, k, k]``."""
+    sequences = filters.shape[0]
+    height, width = map_size
+    scores = torch.bmm(filters.reshape(sequences, 1, -1), patches)
+    return scores.reshape(sequences, -1, height, width).transpose(0, 1)
+
+
+def correlate_transpose(patches: torch.Tensor, residual: torch.Tensor, filter_shape: torch.Size) -> torch.Tensor:
+    """The transpose of ``correlate``: d/df of ``sum(residual * correlate(patches, f))`` -> ``[S, D, k, k]``."""
+    flat = residual.transpose(0, 1).reshape(residual.shape[1], -1, 1)
+    return torch.bmm(patches, flat).reshape(filter_shape)
+
+
 def apply_filter(feat: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
     """Correlate ``feat [I, S, D, H, W]`` with ``filters [S, D, k, k]`` -> scores ``[I, S, H, W]``."""
-    images, sequences, dim, height, width = feat.shape
-    size = filters.shape[-1]
-    scores = F.conv2d(feat.reshape(images, sequences * dim, height, width), filters, padding=size // 2, groups=sequences)
-    return scores.reshape(images, sequences, scores.shape[-2], scores.shape[-1])
+    return correlate(filter_patches(feat, filters.shape[-1]), filters, feat.shape[-2:])
 
 
 def filter_gradient(feat: torch.Tensor, residual: torch.Tensor, size: int) -> torch.Tensor:
     """The transpose of ``apply_filter``: d/df of ``sum(residual * apply_filter(feat, f))`` -> ``[S, D, k, k]``."""
-    images, sequences, dim, height, width = feat.shape
-    inputs = feat.permute(2, 1, 0, 3, 4).reshape(dim, sequences * images, height, width)
-    weights = residual.permute(1, 0, 2, 3)
-    gradient = F.conv2d(inputs, weights, padding=size // 2, groups=sequences)
-    return gradient.permute(1, 0, 2, 3)
+    shape = torch.Size([feat.shape[1], feat.shape[2], size, size])
+    return correlate_transpose(filter_patches(feat, size), residual, shape)
 
 
 def crop_to_cells(xy: torch.Tensor, stride: int) -> torch.Tensor:
@@ -124,15 +143,18 @@ class KLSteepestDescent(nn.Module):
         kl = kl_grid_loss(apply_filter(feat, filters), density).mean(dim=0)
         return kl + 0.5 * self.regularisation() * (filters * filters).sum(dim=(1, 2, 3))
 
-    def step(self, filters: torch.Tensor, feat: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
+    def step(self, filters: torch.Tensor, feat: torch.Tensor, density: torch.Tensor, patches: torch.Tensor | None = None) -> torch.Tensor:
         """One steepest-descent step on ``objective`` (each frame weighted 1 / I)."""
         images, sequences = feat.shape[:2]
+        map_size = feat.shape[-2:]
+        if patches is None:
+            patches = filter_patches(feat, filters.shape[-1])
         reg = self.regularisation()
         weight = 1.0 / images
-        scores = apply_filter(feat, filters)
+        scores = correlate(patches, filters, map_size)
         prob = torch.softmax(scores.flatten(-2), dim=-1).reshape(scores.shape)
-        gradient = filter_gradient(feat, weight * (prob - density), filters.shape[-1]) + reg * filters
-        direction_scores = apply_filter(feat, gradient)
+        gradient = correlate_transpose(patches, weight * (prob - density), filters.shape) + reg * filters
+        direction_scores = correlate(patches, gradient, map_size)
         weighted = prob * direction_scores
         hessian_direction = weighted - prob * weighted.sum(dim=(-2, -1), keepdim=True)
         curvature = weight * (direction_scores * hessian_direction).sum(dim=(-2, -1)).clamp(min=0).sum(dim=0)
@@ -142,9 +164,10 @@ class KLSteepestDescent(nn.Module):
 
     def forward(self, filters: torch.Tensor, feat: torch.Tensor, density: torch.Tensor, iterations: int) -> list[torch.Tensor]:
         """The filter after 0, 1, ..., ``iterations`` steps."""
+        patches = filter_patches(feat, filters.shape[-1])
         iterates = [filters]
         for _ in range(iterations):
-            iterates.append(self.step(iterates[-1], feat, density))
+            iterates.append(self.step(iterates[-1], feat, density, patches))
         return iterates
 
 
@@ -172,7 +195,9 @@ class TargetClassifier(nn.Module):
         self, train_feat: torch.Tensor, test_feat: torch.Tensor, train_boxes: torch.Tensor, train_density: torch.Tensor, iterations: int
     ) -> list[torch.Tensor]:
         """Test scores ``[I_test, S, H, W]`` for each filter iterate."""
-        return [apply_filter(test_feat, f) for f in self.train_filter(train_feat, train_boxes, train_density, iterations)]
+        patches = filter_patches(test_feat, self.filter_size)
+        filters = self.train_filter(train_feat, train_boxes, train_density, iterations)
+        return [correlate(patches, f, test_feat.shape[-2:]) for f in filters]
 
 
 def iterate_weights(count: int, initial: float = 0.25, intermediate: float = 1.0, final: float = 0.25) -> list[float]:
