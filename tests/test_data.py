@@ -291,13 +291,14 @@ def _image(**fields):
     (_box(3, float("-inf")), "has a coordinate that is not a finite number"),
     (_box(0, 500), "reaches outside its 128 x 128 image"),
     (_box(1, -30), "reaches outside its 128 x 128 image"),
+    (_box(2, 10 ** 4000), r"bbox \[.{40,70}\.\.\. reaches outside its 128 x 128 image"),
     (_image(width=1, height=1), r"image id 3 \('000002.png'\) is 1 x 1 pixels; the detectors train on images "
                                 r"of at least 4 x 4"),
     (_image(width=None), r"image id 3 \('000002.png'\) needs a positive integer 'width' and 'height'"),
     (_image(height="128"), "needs a positive integer 'width' and 'height', found 128 x '128'"),
     (_image(width=0), "needs a positive integer 'width' and 'height'"),
 ], ids=["negative-width", "zero-width", "zero-height", "nan", "inf", "minus-inf", "outside-right", "outside-top",
-        "1x1-image", "no-width", "height-as-text", "zero-width-image"])
+        "4000-digit-width", "1x1-image", "no-width", "height-as-text", "zero-width-image"])
 def test_broken_annotation_is_one_line_before_training(tmp_path, synth, mutate, message):
     """Each broken box or image entry is refused by find_coco_splits, naming the file, the id and the problem."""
     data = _broken(tmp_path, synth, mutate=mutate)

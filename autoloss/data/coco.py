@@ -128,14 +128,14 @@ def _side(value) -> bool:
 
 def box_problem(bbox: list, width=None, height=None) -> str | None:
     """What is wrong with a COCO ``[x, y, w, h]`` box in an image of ``width`` x ``height``, or None."""
-    if not all(math.isfinite(v) for v in bbox):
-        return f"bbox {bbox} has a coordinate that is not a finite number"
+    if not all(isinstance(v, int) or math.isfinite(v) for v in bbox):
+        return f"bbox {_shown(bbox)} has a coordinate that is not a finite number"
     x, y, w, h = bbox
     if w <= 0 or h <= 0:
-        return f"bbox {bbox} has a width or height of zero or less"
+        return f"bbox {_shown(bbox)} has a width or height of zero or less"
     if width is not None and (x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE
                               or y + h > height + BOX_TOLERANCE):
-        return f"bbox {bbox} reaches outside its {width} x {height} image"
+        return f"bbox {_shown(bbox)} reaches outside its {width} x {height} image"
     return None
 
 
