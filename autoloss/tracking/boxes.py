@@ -57,7 +57,7 @@ def peak_position(scores: torch.Tensor) -> tuple[float, float, float]:
     rows = slice(max(row - 1, 0), min(row + 2, height))
     cols = slice(max(col - 1, 0), min(col + 2, width))
     window = prob[rows, cols]
-    ys = torch.arange(rows.start, rows.stop, dtype=prob.dtype)[:, None]
-    xs = torch.arange(cols.start, cols.stop, dtype=prob.dtype)[None, :]
+    ys = torch.arange(rows.start, rows.stop, dtype=prob.dtype, device=prob.device)[:, None]
+    xs = torch.arange(cols.start, cols.stop, dtype=prob.dtype, device=prob.device)[None, :]
     mass = window.sum()
     return float((window * xs).sum() / mass), float((window * ys).sum() / mass), float(prob[row, col])
