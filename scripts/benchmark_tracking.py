@@ -29,14 +29,14 @@ from autoloss.tracking.sampling import SampleBatch  # noqa: E402
 from autoloss.tracking.tracker import StaticTracker  # noqa: E402
 from autoloss.tracking.train import (  # noqa: E402
     TrackingSettings,
-    _images,
-    _search_maps,
+    batch_images,
     classification_loss,
     evaluate_neck,
     load_baseline,
     make_sampler,
     make_tracker,
     prepare_synthetic_data,
+    search_maps,
     track_split,
     train_baseline,
     train_search,
@@ -111,13 +111,13 @@ def main() -> int:
     def baseline_step():
         net.train()
         net.zero_grad(set_to_none=True)
-        stride8, stride16 = net.backbone_maps(_images(base_batch))
+        stride8, stride16 = net.backbone_maps(batch_images(base_batch))
         classification_loss(net, stride8, stride16, base_batch, settings).backward()
 
     baseline_step_s = median_seconds(baseline_step, max(3, args.repeats // 3))
     net.eval()
     with torch.no_grad():
-        backbone_s = median_seconds(lambda: net.backbone_maps(_images(search_batch)), max(3, args.repeats // 3))
+        backbone_s = median_seconds(lambda: net.backbone_maps(batch_images(search_batch)), max(3, args.repeats // 3))
 
     static = track_split(StaticTracker(), data, "test")
     tracked = track_split(make_tracker(load_baseline(settings, baseline), settings), data, "test")
@@ -126,7 +126,7 @@ def main() -> int:
     rows = []
     for name, spec in (("hand neck", "hand"), ("DARTS_V2 cell", DARTS_V2)):
         trained, _ = train_search(settings, data, baseline, spec, seed=0)
-        entry = _search_maps(trained, settings, data, baseline, seed=0)[0]
+        entry = search_maps(trained, settings, data, baseline, seed=0)[0]
         times = step_timings(trained, entry, settings, args.repeats)
         result = evaluate_neck(settings, data, baseline, spec, split="holdout", seed=0)
         again = evaluate_neck(settings, data, baseline, spec, split="holdout", seed=0)

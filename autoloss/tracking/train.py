@@ -218,7 +218,7 @@ def size_loss(net: TrackerNet, stride16: torch.Tensor, batch: SampleBatch, setti
     return (predicted - torch.log(boxes[:, 2:].clamp(min=1.0) / nominal)).abs().mean()
 
 
-def _images(batch: SampleBatch) -> torch.Tensor:
+def batch_images(batch: SampleBatch) -> torch.Tensor:
     return torch.cat([batch.train_images, batch.test_images]).flatten(0, 1)
 
 
@@ -262,7 +262,7 @@ def _fit_baseline(settings: TrackingSettings, data_root, out_path: Path, key: di
     start = time.perf_counter()
     for step in range(settings.baseline_steps):
         batch = sampler.batch(step, settings.baseline_batch).to(settings.device)
-        stride8, stride16 = net.backbone_maps(_images(batch))
+        stride8, stride16 = net.backbone_maps(batch_images(batch))
         clf = classification_loss(net, stride8, stride16, batch, settings)
         size = size_loss(net, stride16, batch, settings)
         loss = clf + settings.size_weight * size
@@ -300,7 +300,7 @@ def load_baseline(settings: TrackingSettings, path: str | Path) -> TrackerNet:
 _MAP_CACHE: dict[tuple, list] = {}
 
 
-def _search_maps(net: TrackerNet, settings: TrackingSettings, data_root, baseline_ckpt, seed: int) -> list:
+def search_maps(net: TrackerNet, settings: TrackingSettings, data_root, baseline_ckpt, seed: int) -> list:
     """The frozen backbone's maps of the ``pool`` search batches: [(stride8, stride16, batch), ...]."""
     path = Path(baseline_ckpt)
     names = "crop_size search_factor frames max_gap train_jitter test_jitter scale_jitter batch pool".split()
@@ -322,7 +322,7 @@ def _search_maps(net: TrackerNet, settings: TrackingSettings, data_root, baselin
         with torch.no_grad():
             for index in range(settings.pool):
                 batch = sampler.batch(index, settings.batch)
-                stride8, stride16 = net.backbone_maps(_images(batch).to(settings.device))
+                stride8, stride16 = net.backbone_maps(batch_images(batch).to(settings.device))
                 entries.append({
                     "stride8": stride8.cpu().half(),
                     "stride16": stride16.cpu().half(),
@@ -344,7 +344,7 @@ def train_search(settings: TrackingSettings, data_root, baseline_ckpt, neck_spec
         module.eval()
         for parameter in module.parameters():
             parameter.requires_grad_(False)
-    entries = _search_maps(net, settings, data_root, baseline_ckpt, seed)
+    entries = search_maps(net, settings, data_root, baseline_ckpt, seed)
     torch.manual_seed(seed)
     net.replace_neck(neck_spec)
     net.to(settings.device)
