@@ -1,5 +1,4 @@
-"""The cheap gates: validity (finite on edge values), convergence properties (numeric grid + sympy)
-and equivalence (functional fingerprints)."""
+"""The cheap gates: validity (finite on edge values) and convergence properties (numeric grid + sympy)."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import pytest
 
 from autoloss.engine.protocols import Verdict
 from autoloss.loss.gates.convergence import ConvergenceGate, check_one, numeric_check, symbolic_check
-from autoloss.loss.gates.equivalence import EquivalenceGate, fingerprint
 from autoloss.loss.gates.validity import ValidityGate
 from autoloss.loss.expression import Node, parse
 
@@ -190,88 +188,7 @@ def test_sympy_verdicts_are_cached_per_gate(softmax):
     assert gate.stats["symbolic"] == 1 and gate.stats["numeric"] == 3
 
 
-# ------------------------------------------------------------------------------ equivalence
-
-CE_SPELLINGS = [
-    "Neg(Dot(Y,Log(Softmax(X))))",
-    "Dot(Y,Neg(Log(Softmax(X))))",
-    "Dot(Neg(Y),Log(Softmax(X)))",
-    "Sub(Dot(Y,Log(Softmax(X))),Mul(2,Dot(Y,Log(Softmax(X)))))",
-    "Sub(1,Add(1,Dot(Y,Log(Softmax(X)))))",
-]
-
-DOUBLE_IOU_SPELLINGS = [
-    "Mul(2,Sub(1,Div(I,U)))",
-    "Add(Sub(1,Div(I,U)),Sub(1,Div(I,U)))",
-    "Sub(2,Mul(2,Div(I,U)))",
-]
-
-
-def test_ce_spellings_share_a_fingerprint(softmax):
-    """Five spellings of cross-entropy have one fingerprint."""
-    prints = {fingerprint(softmax, parse(text, softmax)) for text in CE_SPELLINGS}
-    assert len(prints) == 1 and None not in prints
-
-
-def test_doubled_iou_spellings_share_a_fingerprint(reg):
-    """2 * (1 - i/u), (1 - i/u) + (1 - i/u) and 2 - 2 i/u have one fingerprint."""
-    prints = {fingerprint(reg, parse(text, reg)) for text in DOUBLE_IOU_SPELLINGS}
-    assert len(prints) == 1 and None not in prints
-
-
-def test_fl_rewrite_shares_a_fingerprint(sigmoid):
-    """FL with (1-s)^2 written as Mul(Sub(1,Sig(X)),Sub(1,Sig(X))) or as its authors' Add(1,Neg(..)) form."""
-    rewrite = ("Neg(Add(Mul(Y,Mul(Mul(Add(1,Neg(Sig(X))),Sub(1,Sig(X))),Log(Sig(X)))),"
-               "Mul(Sub(1,Y),Mul(Mul(Sig(X),Sig(X)),Log(Add(1,Neg(Sig(X))))))))")
-    assert fingerprint(sigmoid, parse(rewrite, sigmoid)) == fingerprint(sigmoid, parse("FL", sigmoid))
-
-
-@pytest.mark.parametrize("space_name, a, b", [
-    ("cls_softmax", "CE", "CEI"),
-    ("cls_softmax", "CEI", "CSE-Autoloss-A_cls"),
-    ("cls_sigmoid", "FL", "FLI"),
-    ("reg", "IoU", "GIoU"),
-    ("reg", "IoU", "Mul(2,Sub(1,Div(I,U)))"),
-])
-def test_different_losses_have_different_fingerprints(spaces, space_name, a, b):
-    """Different functions are told apart."""
-    space = spaces[space_name]
-    assert fingerprint(space, parse(a, space)) != fingerprint(space, parse(b, space))
-
-
-def test_equivalence_gate_rejects_the_second_spelling_naming_the_first(softmax):
-    """The first spelling passes, later ones are duplicates of it; a different loss passes."""
-    gate = EquivalenceGate(softmax)
-    verdicts = gate.evaluate([parse(text, softmax) for text in CE_SPELLINGS[:3]] + [parse("CEI", softmax)])
-    assert [v.passed for v in verdicts] == [True, False, False, True]
-    for duplicate in verdicts[1:3]:
-        assert duplicate.metrics["duplicate_of"] == CE_SPELLINGS[0]
-        assert CE_SPELLINGS[0] in duplicate.reason
-    assert verdicts[0].metrics["fingerprint"] == verdicts[1].metrics["fingerprint"]
-
-
-def test_equivalence_gate_preloaded_from_a_store(reg):
-    """seen can be preloaded (a resumed search): a rewrite of a stored loss is a duplicate of it."""
-    key = fingerprint(reg, parse(DOUBLE_IOU_SPELLINGS[0], reg))
-    gate = EquivalenceGate(reg, seen={key: DOUBLE_IOU_SPELLINGS[0]})
-    verdict = gate.check(parse(DOUBLE_IOU_SPELLINGS[2], reg))
-    assert not verdict.passed and verdict.metrics["duplicate_of"] == DOUBLE_IOU_SPELLINGS[0]
-
-
 def test_verdict_prints_gate_outcome_and_reason():
     """A verdict prints as 'gate: pass|REJECT - reason'."""
     assert str(Verdict("validity", False, "NaN loss")) == "validity: REJECT - NaN loss"
     assert str(Verdict("convergence", True, "ok")) == "convergence: pass - ok"
-
-
-def test_equivalence_passes_one_copy_of_an_expression_per_batch(softmax):
-    """Two copies in one generation: the second is rejected; a later generation passes it again."""
-    node = parse("Neg(Dot(Y,Sqrt(Softmax(X))))", softmax)
-    first, second = EquivalenceGate(softmax).evaluate([node, parse(str(node), softmax)])
-    assert first.passed and not second.passed and "second copy" in second.reason
-    # a later batch (generation) that knows the expression passes it again: its results are reused
-    later = EquivalenceGate(softmax, seen={first.metrics["fingerprint"]: str(node)})
-    assert later.check(node).passed
-    resumed = EquivalenceGate(softmax)
-    resumed.remember(first.metrics["fingerprint"], str(node))  # a stored pass of this very batch
-    assert not resumed.check(node).passed

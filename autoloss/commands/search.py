@@ -105,6 +105,8 @@ def strategy_options(args: argparse.Namespace):
             raise UserError(f"--{name.replace('_', '-')} applies to --strategy cse, not {args.strategy}")
     if args.demo:
         given = {**{k: v for k, v in DEMO_BUDGET.items() if k in names}, **given}
+    if "top_k" in names and "top_k" not in given and "population" in given:
+        given["top_k"] = min(_D.top_k, given["population"])  # the default K, within a small population
     return cls(cls.Options(**given))
 
 

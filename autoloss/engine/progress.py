@@ -53,6 +53,9 @@ class Progress:
     def baseline_started(self, genotype: str, stages: list[str]):
         self._log(f"baseline: training the initial loss ({' and '.join(stages)}): {genotype}")
 
+    def note(self, text: str):
+        self._log(text)
+
     def baseline(self, fitness):
         self.state["baseline"] = fitness
         self._log(f"baseline {self.metric} {_fmt(fitness)}")

@@ -104,7 +104,8 @@ class Strategy(Protocol):
       its duplicate check after the first of them (or first, when there are none);
     - ``stages(timeouts)``: its expensive stages, in order, the last one ranking;
     - ``propose(study, generation, count, rng)``: ``count`` new proposals for ``generation``
-      (``None`` in steady state: one proposal from the best so far);
+      (``None`` in steady state: one proposal from the best so far); for a resumed run to end as an
+      uninterrupted one, it may read only results of generations before ``generation``;
     - ``admit(study, stage, rows, generation)``: the rows that run ``stage`` (e.g. a cap), and a note;
     - ``advance(study, stage, scored, generation)``: of the candidates just scored on ``stage``
       (``[(row, fitness or None)]``, in index order), the ids that go on to the next stage, and a

@@ -20,6 +20,7 @@ from autoloss.errors import UserError
 STORE_NAME = "run.sqlite"
 LEGACY_KINDS = {"loss-tree": "loss"}  # stores written before the representation kind was stored
 RANKING_STAGE = "proxy"
+LEGACY_PIPELINE = ("validity", "equivalence", "convergence", "mos", "proxy")
 
 
 def legacy_metric(config: dict) -> str:
@@ -113,6 +114,28 @@ class RunRecord:
         return top
 
     # what readers ask beyond the store
+    @property
+    def pipeline(self) -> list[str]:
+        """Every gate and stage of the run in order (the screening steps, then the expensive stages)."""
+        stored = self.config.get("pipeline")
+        if isinstance(stored, list) and all(isinstance(g, str) for g in stored):
+            return stored
+        used = {v.gate for v in self.all_verdicts}
+        return [g for g in LEGACY_PIPELINE if g in used] + sorted(used - set(LEGACY_PIPELINE))
+
+    @property
+    def stages(self) -> list[str]:
+        stored = self.config.get("stages")
+        if isinstance(stored, list) and all(isinstance(g, str) for g in stored):
+            return stored
+        return [g for g in ("mos", "proxy") if g in self.pipeline] or ["proxy"]
+
+    @property
+    def ranking(self) -> str:
+        """The stage whose fitness ranks candidates (the proxy)."""
+        stored = self.config.get("ranking")
+        return stored if isinstance(stored, str) else RANKING_STAGE
+
     @property
     def name(self) -> str:
         return self.run_dir.resolve().name

@@ -44,6 +44,7 @@ class Generational:
             study.progress.close()
             return SearchResult([], None, study.evaluations)
         done = set(study.store.finished_generations())
+        retry_transient(study, strategy, done)
         summaries = []
         for generation in range(options.generations):
             if generation in done:
@@ -130,6 +131,7 @@ class SteadyState:
             study.progress.close()
             return SearchResult([], None, study.evaluations)
         budget = options.population * options.generations
+        retry_transient(study, strategy, set(study.store.finished_generations()))
         timeout = sum(stage.timeout for stage in study.stages)
         for _, work, outcome in study.stream(self._work(study, strategy, budget), timeout, fn=run_stages):
             self._record(study, strategy, work, outcome)
@@ -202,6 +204,22 @@ class SteadyState:
                 stored = study.store.verdict(work.row.id, stage.name)
                 study.record(work.row, Verdict(stage.name, passed, reason, stored.metrics), stored.status,
                              stored.seconds, stored.attempts)
+
+
+def retry_transient(study: Study, strategy, generations: set[int]) -> int:
+    """On resume: rerun the stages of finished generations that failed in a way that may not recur
+    (timeout, crashed worker, out of memory), up to the study's retry limit; returns how many."""
+    transient = {v.candidate_id for v in study.store.verdicts() if v.transient}
+    rows = [study.store.candidate(cid) for cid in sorted(transient)]
+    work = [w for row in rows if row.generation in generations
+            and (w := SteadyState()._pending(study, strategy, row)) is not None]
+    if not work:
+        return 0
+    study.progress.note(f"retrying {len(work)} evaluation(s) that failed transiently (timeout, crash, out of memory)")
+    timeout = sum(stage.timeout for stage in study.stages)
+    for _, item, outcome in study.stream(iter(work), timeout, fn=run_stages):
+        SteadyState()._record(study, strategy, item, outcome)
+    return len(work)
 
 
 SCHEDULERS = {scheduler.name: scheduler for scheduler in (Generational, SteadyState)}

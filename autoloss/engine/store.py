@@ -294,9 +294,9 @@ class RunStore:
             )
             return cur.lastrowid
         if row[1] != genotype:
-            raise ValueError(
-                f"candidate ({generation}, {index}) is stored as {row[1]!r}, not {genotype!r}:"
-                " a resumed run must regenerate the same population"
+            raise StoreError(
+                f"{self.path}: candidate ({generation}, {index}) is stored as {row[1][:80]!r}, but this search "
+                f"makes {genotype[:80]!r}: the store was written by another search or altered; not resumed"
             )
         return row[0]
 

@@ -107,10 +107,12 @@ class Study:
         self.config = {"representation": self.representation.kind, "metric": problem.metric,
                        "strategy": strategy.name, "options": asdict(strategy.options), "scheduler": scheduler,
                        "seed": seed, "task": problem.task, **(extra_config or {})}
-        store.save_config(self.config)
         self.stages: list[Stage] = strategy.stages(problem.timeouts)
         self.ranking = next(s for s in self.stages if s.ranks)
         self.gates: list[Gate] = strategy.cheap_gates(self.representation.gates())
+        self.config.update(pipeline=self.screening_steps() + [s.name for s in self.stages],
+                           stages=[s.name for s in self.stages], ranking=self.ranking.name)
+        store.save_config(self.config)
         self.duplicates = Duplicates(store, BASELINE_GENERATION)
         self.evaluations = 0  # ranking-stage evaluations run in this session
 

@@ -1,4 +1,4 @@
-"""Running a loss tree on the fixed probe batch: values, gradients and the functional fingerprint."""
+"""Running a loss tree on the fixed probe batch: values and gradients (the validity gate's input)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def run_probe(space: SearchSpace, node: Node, dtype: torch.dtype = torch.float64
     return Probe(values.detach().numpy(), {n: g.numpy() for n, g in grads.items()})
 
 
-def _rounded(array: np.ndarray) -> bytes:
+def rounded_bytes(array: np.ndarray) -> bytes:
+    """The array rounded to ``FINGERPRINT_DIGITS`` significant digits, as bytes to hash."""
     a = np.asarray(array, dtype=np.float64).ravel()
     a = np.where(np.abs(a) < 1e-12, 0.0, a)  # -0.0, 1e-17 and 0 are the same number here
     with np.errstate(all="ignore"):
@@ -45,13 +46,6 @@ def _rounded(array: np.ndarray) -> bytes:
         scale = 10.0 ** (FINGERPRINT_DIGITS - 1 - exponent)
         mantissa = np.where(np.isfinite(a), np.round(a * scale), 0)
     return np.stack([mantissa, exponent, np.isnan(a), np.isposinf(a), np.isneginf(a)]).tobytes()
-
-
-def fingerprint_of(probe: Probe) -> str:
-    digest = hashlib.sha1(_rounded(probe.values))
-    for name in sorted(probe.grads):
-        digest.update(_rounded(probe.grads[name]))
-    return digest.hexdigest()[:16]
 
 
 _CACHE: OrderedDict[tuple[str, str, str], Probe | Exception] = OrderedDict()

@@ -230,13 +230,15 @@ def open_detector(name_or_path, data_dir, out_dir) -> DetectorOnData:
     """Find the detector config, check the COCO dataset in ``data_dir`` (a val split carved out of
     train goes below ``out_dir`` when needed) and fill the config in for it; a :class:`UserError`
     for each problem."""
-    from autoloss.data.coco import find_coco_splits
+    from autoloss.data.coco import find_coco_splits, require_min_side
 
     path = detector_config_path(name_or_path)
     detector = name_or_path if name_or_path in BUNDLED else str(path.resolve())
     out = Path(out_dir)
     splits = find_coco_splits(data_dir, seed=0, work_dir=out)
     cfg = load_detector_config(path, splits, out / "work")
+    filter_cfg = cfg.train_dataloader.dataset.get("filter_cfg") or {}
+    require_min_side(splits, filter_cfg.get("min_size", 0), path)
     head = searched_head(cfg)
     return DetectorOnData(detector, path, splits, cfg, detector_kind(cfg),
                           bool((head.get("loss_cls") or {}).get("use_sigmoid", False)))

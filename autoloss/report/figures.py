@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from autoloss.report.run import GATE_TITLES, GATES, Run, duration
+from autoloss.report.run import Run, duration
 
 DPI = 120
 COLORS = {"validity": "tab:red", "equivalence": "tab:purple", "convergence": "tab:orange", "mos": "tab:blue",
@@ -108,12 +108,12 @@ def gate_funnel(run: Run, path: Path) -> Path:
     stopped = [max(g.stopped, 0) for g in generations]
     if any(stopped):
         segments.append(("stopped", "passed, not evaluated further", stopped))
-    for gate in reversed([g for g in GATES if g != "proxy" and g in run.gates]):
-        segments.append((gate, f"rejected by {GATE_TITLES[gate]}", [g.rejected(gate) for g in generations]))
+    for gate in reversed([g for g in run.pipeline if g != "proxy" and g in run.gates]):
+        segments.append((gate, f"rejected by {run.titles[gate]}", [g.rejected(gate) for g in generations]))
     tallest = max([g.bred for g in generations] + [1])
     bottoms = [0] * len(generations)
     for key, label, counts in segments:
-        bars = ax.bar(xs, counts, bottom=bottoms, color=COLORS[key], edgecolor="white", label=label,
+        bars = ax.bar(xs, counts, bottom=bottoms, color=COLORS.get(key, "tab:gray"), edgecolor="white", label=label,
                       hatch="//" if key == "stopped" else None)
         for bar, count in zip(bars, counts):
             if count and count >= 0.05 * tallest:

@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 
 from autoloss.report.formulas import Formulas
-from autoloss.report.run import EXPENSIVE, GATE_TITLES, GATES, Evaluation, Run, duration
+from autoloss.report.run import EXPENSIVE, Evaluation, Run, duration
 
 STRATEGY_TITLES = {"cse": "CSE-Autoloss (cheap gates, then MOS, then the proxy)",
                    "vanilla": "vanilla evolution (validity only, every valid candidate to the proxy)",
@@ -133,7 +133,7 @@ def _gate_counts(run: Run) -> list[str]:
     rows = []
     for gate in run.gates:
         counts = run.verdict_counts.get(gate, {"verdicts": 0, "passed": 0, "rejected": 0})
-        row = [GATE_TITLES.get(gate, gate), str(counts["verdicts"]), str(counts["passed"]), str(counts["rejected"])]
+        row = [run.titles.get(gate, gate), str(counts["verdicts"]), str(counts["passed"]), str(counts["rejected"])]
         if gate in EXPENSIVE:
             mine = [e for e in expensive if e.gate == gate]
             fresh = [e for e in mine if not e.reused]
@@ -164,8 +164,8 @@ def _funnel(run: Run) -> list[str]:
              "mid-generation).", ""]
     if not run.generations:
         return lines + ["No generation bred yet.", ""]
-    gates = [g for g in run.gates if g in GATES] or ["validity"]
-    header = ["generation", "bred"] + [GATE_TITLES[g] for g in gates] + ["not evaluated further", "state"]
+    gates = list(run.gates) or run.pipeline[:1]
+    header = ["generation", "bred"] + [run.titles.get(g, g) for g in gates] + ["not evaluated further", "state"]
     rows, totals = [], {g: [0, 0] for g in gates}
     for generation in run.generations:
         row = [str(generation.shown), str(generation.bred)]
@@ -254,7 +254,7 @@ def _failures(run: Run) -> list[str]:
     rows = []
     for (gate, kind, _), members in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
         names = ", ".join(_candidate_name(e) for e in members[:5]) + (", ..." if len(members) > 5 else "")
-        rows.append([GATE_TITLES.get(gate, gate), kind, str(len(members)), _cell(members[0].verdict.reason), names])
+        rows.append([run.titles.get(gate, gate), kind, str(len(members)), _cell(members[0].verdict.reason), names])
     lines += [f"{len(failed)} trainings ended without a fitness, grouped by reason (reasons that differ only in "
               "their numbers are one group; the first is shown). Logs: `RUN_DIR/work/<stage>/` for detector runs.",
               ""]

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoloss.engine.runs import RunRecord
 from autoloss.engine.store import BASELINE_GENERATION, CandidateRow, VerdictRow
 
-GATES = ("validity", "equivalence", "convergence", "mos", "proxy")  # pipeline order
-EXPENSIVE = ("mos", "proxy")
-GATE_TITLES = {"validity": "validity", "equivalence": "equivalence", "convergence": "convergence",
+EXPENSIVE = ("mos", "proxy")  # the roles of the expensive stages: a first training, the ranking one
+GATE_TITLES = {"validity": "validity", "equivalence": "duplicates", "convergence": "convergence",
                "mos": "MOS", "proxy": "proxy"}
 
 
@@ -61,6 +60,7 @@ class Generation:
     number: int
     bred: int
     funnel: dict[str, dict[str, int]]
+    pipeline: list[str]
     finished: bool
     summary: dict | None
     proxy: list[Evaluation] = field(default_factory=list)
@@ -94,7 +94,7 @@ class Generation:
     @property
     def stopped(self) -> int:
         """Candidates that passed every gate they met but went no further (a MOS cap, a stopped run)."""
-        return self.bred - self.reached_proxy - sum(self.rejected(g) for g in GATES if g != "proxy")
+        return self.bred - self.reached_proxy - sum(self.rejected(g) for g in self.pipeline if g != "proxy")
 
     @property
     def mos_threshold(self) -> float | None:
@@ -109,7 +109,9 @@ class Run:
     store_path: Path
     config: dict
     metric: str
-    gates: list[str]  # the gates this run used, in pipeline order
+    gates: list[str]  # the gates this run used, in pipeline order (expensive stages by role: mos, proxy)
+    pipeline: list[str]  # every gate and stage of the run, in order (by role)
+    titles: dict[str, str]  # how to call each gate for people
     baseline: CandidateRow | None
     baseline_scores: dict[str, Evaluation]  # gate -> the baseline's MOS / proxy evaluation
     generations: list[Generation]
@@ -140,9 +142,21 @@ class Run:
         return [e for e in list(self.baseline_scores.values()) + self.evaluations if not e.reused and e.kind != "ok"]
 
 
-def _ordered(gates) -> list[str]:
-    known = [g for g in GATES if g in gates]
-    return known + sorted(set(gates) - set(known))
+def stage_roles(store: RunRecord) -> dict[str, str]:
+    """The run's stage names by role: the ranking stage is the report's ``proxy``, the one before ``mos``."""
+    roles = {store.ranking: "proxy"}
+    for name in store.stages:
+        roles.setdefault(name, "mos")
+    return roles
+
+
+def titles(roles: dict[str, str], pipeline: list[str]) -> dict[str, str]:
+    names = {role: name for name, role in roles.items()}
+    out = {g: GATE_TITLES.get(g, g) for g in pipeline}
+    for role in EXPENSIVE:
+        if role in names and names[role] != role:
+            out[role] = names[role]
+    return out
 
 
 def read_run(store: RunRecord, top: int = 10) -> Run:
@@ -150,7 +164,9 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
     run_dir = store.run_dir
     config = store.load_config() or {}
     candidates = {c.id: c for c in store.candidates()}
-    verdicts = store.verdicts()
+    roles = stage_roles(store)
+    verdicts = [replace(v, gate=roles.get(v.gate, v.gate)) for v in store.verdicts()]
+    pipeline = [roles.get(g, g) for g in store.pipeline]
     finished = set(store.finished_generations())
 
     evaluations, baseline_scores, first = [], {}, {}
@@ -171,8 +187,9 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
     numbers = sorted({c.generation for c in candidates.values() if c.generation >= 0} | finished)
     generations = []
     for number in numbers:
+        funnel = {roles.get(g, g): counts for g, counts in store.funnel(number).items()}
         generation = Generation(number, sum(1 for c in candidates.values() if c.generation == number),
-                                store.funnel(number), number in finished, store.generation_summary(number))
+                                funnel, pipeline, number in finished, store.generation_summary(number))
         generation.proxy = [e for e in evaluations if e.gate == "proxy" and e.candidate.generation == number]
         generations.append(generation)
     best = None
@@ -188,13 +205,17 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
         count["passed" if verdict.passed else "rejected"] += 1
 
     baselines = [c for c in candidates.values() if c.generation == BASELINE_GENERATION]
-    hall = [(c, v) for c, v in store.best("proxy", top + len(baselines)) if c.generation >= 0][:top]
+    hall = [(c, replace(v, gate="proxy")) for c, v in store.best(store.ranking, top + len(baselines))
+            if c.generation >= 0][:top]
+    first_stage = next((name for name, role in roles.items() if role == "mos"), None)
     times = [c.created for c in candidates.values()] + [v.created for v in verdicts]
     run = Run(
         run_dir=Path(run_dir), store_path=store.path, config=config, metric=store.metric,
-        gates=_ordered({v.gate for v in verdicts}), baseline=baselines[0] if baselines else None,
+        gates=[g for g in pipeline if g in {v.gate for v in verdicts}], pipeline=pipeline,
+        titles=titles(roles, pipeline), baseline=baselines[0] if baselines else None,
         baseline_scores=baseline_scores, generations=generations, evaluations=evaluations,
-        verdict_counts=counts, top=[(c, v, store.verdict(c.id, "mos")) for c, v in hall],
+        verdict_counts=counts,
+        top=[(c, v, store.verdict(c.id, first_stage) if first_stage else None) for c, v in hall],
         start=min(times) if times else None, end=max(times) if times else None, notes=[])
     run.notes = missing_notes(run)
     return run
@@ -238,11 +259,11 @@ def missing_notes(run: Run) -> list[str]:
 
 def _last_stop(generation: Generation) -> str:
     """Where a generation's candidates stopped, for a note."""
-    for gate in reversed(GATES[:-1]):
+    for gate in reversed(generation.pipeline[:-1]):
         if gate in generation.funnel:
-            counts = generation.funnel[gate]
-            return (f"{counts['failed']} of {counts['in']} rejected by {GATE_TITLES[gate]}"
-                    if counts["passed"] == 0 else f"{counts['passed']} passed {GATE_TITLES[gate]} but went no further")
+            counts, title = generation.funnel[gate], GATE_TITLES.get(gate, gate)
+            return (f"{counts['failed']} of {counts['in']} rejected by {title}"
+                    if counts["passed"] == 0 else f"{counts['passed']} passed {title} but went no further")
     return "no verdict recorded"
 
 

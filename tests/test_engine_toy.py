@@ -1,0 +1,239 @@
+"""The engine is generic: a toy representation (bit strings, OneMax) with its own strategy runs both
+schedulers, survives SIGKILL, is reported, and never imports the loss package. Also the engine's
+duplicate check, retries, store versioning and run lock, with stub evaluations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import toy
+from autoloss.engine.executors import LocalExecutor
+from autoloss.engine.lock import RunLock
+from autoloss.engine.protocols import Proposal
+from autoloss.engine.schedulers import run_search
+from autoloss.engine.store import RunStore, StoreError
+from autoloss.errors import UserError
+from cli_helpers import assert_clean_error, autoloss
+
+TOY = Path(__file__).with_name("toy.py")
+
+
+def search(tmp_path, mode="generational", strategy=None, problem=None, seed=3, **options):
+    store = RunStore(tmp_path / "run.sqlite")
+    executor = LocalExecutor(workers=2)
+    strategy = strategy or toy.HillClimb(toy.HillOptions(**{"population": 8, "generations": 4, "parents": 2,
+                                                           **options}))
+    try:
+        return run_search(problem or toy.problem(), strategy, store, executor, seed=seed, mode=mode), store
+    finally:
+        executor.close()
+
+
+def evaluated_fingerprints(store) -> list[str]:
+    ids = {v.candidate_id for v in store.verdicts() if v.gate in ("quick", "full")}
+    return [store.candidate(i).fingerprint for i in sorted(ids)]
+
+
+@pytest.mark.parametrize("mode", ["generational", "steady-state"])
+def test_toy_search_runs_both_schedulers_without_the_loss_package(tmp_path, mode):
+    code = ("import sys; sys.path.insert(0, 'tests'); import toy; "
+            "sys.exit(any(m.startswith('autoloss.loss') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0
+    result, store = search(tmp_path, mode)
+    assert result.baseline is not None and result.baseline.fitness == 0.0
+    assert result.best[0].fitness > 0.3  # the hill climb found ones
+    assert store.load_config()["representation"] == "bits" and store.load_config()["metric"] == "ones"
+    prints = evaluated_fingerprints(store)
+    assert len(prints) == len(set(prints))  # no two equivalent candidates evaluated, in either mode
+    duplicates = [v for v in store.verdicts(gate="equivalence") if not v.passed]
+    assert duplicates and all("duplicate_of" in v.metrics for v in duplicates)
+    assert sorted(store.finished_generations()) == [0, 1, 2, 3]
+
+
+def test_toy_run_is_reported(tmp_path):
+    from autoloss.report import write_report
+
+    search(tmp_path)
+    written = write_report(tmp_path)
+    text = written["report"].read_text()
+    assert "ones" in text and "duplicates" in text
+    assert all(path.stat().st_size > 0 for path in written["figures"].values())
+
+
+def test_killed_toy_search_resumes_with_nothing_lost(tmp_path):
+    reference = subprocess.run([sys.executable, str(TOY), str(tmp_path / "ref"), "--sleep", "0.3"],
+                               capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+    assert "loss package imported: False" in reference.stdout
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(TOY), str(out), "--sleep", "0.3"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "run.sqlite"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if db.exists():
+            with RunStore(db, readonly=True) as store:
+                if any(store.candidate(v.candidate_id).generation == 1 for v in store.verdicts(gate="full")):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    break
+    assert proc.returncode == -signal.SIGKILL, "finished before it could be killed"
+    with RunStore(db, readonly=True) as store:
+        before = {(v.candidate_id, v.gate): (v.seconds, v.metrics) for v in store.verdicts()}
+    resumed = subprocess.run([sys.executable, str(TOY), str(out), "--sleep", "0.3"], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[0] == reference.stdout.splitlines()[0]
+    with RunStore(db, readonly=True) as store:
+        after = {(v.candidate_id, v.gate): (v.seconds, v.metrics) for v in store.verdicts()}
+        for key, value in before.items():
+            if key[1] in ("quick", "full") and store.verdict(*key).reason.startswith("fitness"):
+                assert after[key] == value  # nothing completed before the kill was redone
+
+
+# ---------------------------------------------------------------------------- duplicates
+
+
+class Scripted(toy.HillClimb):
+    """Proposes a fixed list of genotypes per generation."""
+
+    def __init__(self, plan, **options):
+        super().__init__(toy.HillOptions(population=len(plan[0]), generations=len(plan), parents=2, **options))
+        self.plan = plan
+
+    def propose(self, study, generation, count, rng):
+        return [Proposal(g, (), "scripted") for g in self.plan[generation][:count]]
+
+
+def test_a_candidate_equivalent_to_one_evaluated_two_generations_earlier_is_not_evaluated(tmp_path):
+    plan = [["101000000000", "110000000000"], ["111000000000", "111100000000"],
+            ["101000000011", "111110000000"]]  # generation 3's first trains like generation 1's first
+    result, store = search(tmp_path, strategy=Scripted(plan))
+    late = store.candidates(2)[0]
+    verdict = store.verdict(late.id, "equivalence")
+    original = store.candidates(0)[0]
+    assert not verdict.passed and verdict.metrics["duplicate_of"] == original.id
+    assert store.verdict(late.id, "quick") is None and store.verdict(late.id, "full") is None
+    assert store.verdict(original.id, "full") is not None
+
+
+def test_the_baseline_owns_its_fingerprint(tmp_path):
+    plan = [["000000000001", "100000000000"]]  # the first trains like the baseline (all zeros)
+    _, store = search(tmp_path, strategy=Scripted(plan))
+    clone = store.candidates(0)[0]
+    baseline = store.candidates(-1)[0]
+    assert store.verdict(clone.id, "equivalence").metrics["duplicate_of"] == baseline.id
+    assert store.verdict(clone.id, "quick") is None
+
+
+def test_the_duplicate_check_reloaded_from_a_store_knows_every_owner(tmp_path):
+    """On resume the set is read back: the baseline and every candidate that passed the check."""
+    from autoloss.engine.duplicates import Duplicates
+
+    _, store = search(tmp_path, strategy=Scripted([["110000000000", "110000000001", "111000000000"]]))
+    owners = Duplicates(store, -1).owners
+    assert set(owners) == {"0000000000", "1100000000", "1110000000"}
+    assert owners["1100000000"].genotype == "110000000000"  # the first one, not its clone
+    clone = store.candidates(0)[1]
+    assert Duplicates(store, -1).check(clone, clone.fingerprint).passed is False
+
+
+# ---------------------------------------------------------------------------- retries
+
+
+def flaky(task: dict, genotype: str, stage: str, seed: int) -> dict:
+    """Genotypes ending in 1 run out of memory until the marker file exists; those ending 10 always raise."""
+    if genotype.endswith("1") and not Path(task["marker"]).exists():
+        raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    if genotype.endswith("10"):
+        raise ValueError("the loss raised")
+    return toy.onemax({}, genotype, stage, seed)
+
+
+def test_transient_failures_are_retried_on_resume_and_deterministic_ones_reused(tmp_path):
+    marker = tmp_path / "memory-is-back"
+    plan = [["110000000001", "111000000010", "111100000000"]]
+    problem = toy.problem(evaluate=flaky)
+    problem.task = {"marker": str(marker)}
+    _, store = search(tmp_path, strategy=Scripted(plan), problem=problem)
+    oom, raised, fine = store.candidates(0)
+    assert store.verdict(oom.id, "quick").status == "oom"
+    assert store.verdict(raised.id, "quick").status == "error"
+    store.close()
+    marker.touch()
+    _, store = search(tmp_path, strategy=Scripted(plan), problem=problem)
+    retried = store.verdict(oom.id, "quick")
+    assert retried.status == "ok" and retried.attempts == 2
+    assert store.verdict(raised.id, "quick").attempts == 1 and store.verdict(raised.id, "quick").status == "error"
+    assert store.verdict(fine.id, "full").attempts == 1
+
+
+# ---------------------------------------------------------------------------- store schema and lock
+
+
+def test_a_store_of_an_unknown_schema_is_refused_in_one_line(tmp_path):
+    search(tmp_path, generations=1)
+    db = sqlite3.connect(tmp_path / "run.sqlite")
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer or unknown"):
+        RunStore(tmp_path / "run.sqlite")
+    assert_clean_error(autoloss("report", tmp_path), "schema 99")
+
+
+def test_an_unversioned_store_is_migrated(tmp_path):
+    db = tmp_path / "run.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript("""
+        CREATE TABLE config (id INTEGER PRIMARY KEY CHECK (id = 1), value TEXT NOT NULL);
+        CREATE TABLE candidates (id INTEGER PRIMARY KEY, generation INTEGER NOT NULL, idx INTEGER NOT NULL,
+            genotype TEXT NOT NULL, parents TEXT NOT NULL, origin TEXT NOT NULL, fingerprint TEXT,
+            created REAL NOT NULL, UNIQUE (generation, idx));
+        CREATE TABLE verdicts (id INTEGER PRIMARY KEY, candidate_id INTEGER NOT NULL, gate TEXT NOT NULL,
+            passed INTEGER NOT NULL, reason TEXT NOT NULL, metrics TEXT NOT NULL, status TEXT NOT NULL,
+            seconds REAL NOT NULL, created REAL NOT NULL, UNIQUE (candidate_id, gate));
+        CREATE TABLE generations (generation INTEGER PRIMARY KEY, summary TEXT NOT NULL, created REAL NOT NULL);
+        CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO config VALUES (1, '{"genotype": "loss-tree", "task_name": "noisy-digits"}');
+        INSERT INTO candidates VALUES (1, -1, 0, 'x', '[]', 'baseline', NULL, 0);
+        INSERT INTO verdicts VALUES (1, 1, 'proxy', 1, 'fitness 0.5', '{"fitness": 0.5}', 'ok', 1.0, 0);
+    """)
+    con.commit()
+    con.close()
+    with RunStore(db, readonly=True) as old:
+        assert old.verdict(1, "proxy").attempts == 1
+    from autoloss.engine.runs import open_run
+
+    record = open_run(tmp_path)
+    assert (record.kind, record.metric) == ("loss", "accuracy")
+    with RunStore(db) as migrated:
+        assert migrated.verdict(1, "proxy").attempts == 1
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_one_process_per_run_directory(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, '.');"
+                               "from autoloss.engine.lock import RunLock; RunLock(sys.argv[1]).acquire();"
+                               "print('held', flush=True); time.sleep(60)", str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"in use by process {holder.pid}"):
+            RunLock(tmp_path).acquire()
+        result = autoloss("search", "--task", "noisy-digits", "--population", "2", "--generations", "1",
+                          "--out", tmp_path, "--quiet")
+        assert_clean_error(result, f"process {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    RunLock(tmp_path).acquire().release()  # the dead holder's lock is taken over
