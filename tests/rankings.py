@@ -22,6 +22,7 @@ TASK_SEARCH = ["--task", "noisy-digits", "--branch", "cls", "--population", "24"
                "--seed", "7", "--workers", "1", "--quiet"]
 DETECTOR_TINY = ["--population", "20", "--generations", "1", "--max-mos", "2", "--top-k", "1", "--parents", "1",
                  "--proxy-iters", "3", "--mos-iters", "2", "--batch-size", "2", "--workers", "1", "--quiet"]
+CEI = "Neg(Dot(Mul(Y,W),Log(Softmax(X))))"
 DETECTOR_RUNS = [("faster_rcnn_small", "cls"), ("faster_rcnn_small", "reg"), ("fcos_small", "cls"),
                  ("fcos_small", "reg")]
 

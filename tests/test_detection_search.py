@@ -25,11 +25,11 @@ from autoloss.loss.space import load_space
 from autoloss.mmdet.detectors import detector_config_path
 from autoloss.tasks.detection import DetectionTask, Diverged, _metric, loss_watch, prepare_task
 from cli_helpers import assert_clean_error, autoloss
+from rankings import DETECTOR_TINY, ranking
 
 torch.set_num_threads(2)
 
-TINY = ["--population", "20", "--generations", "1", "--max-mos", "2", "--top-k", "1", "--parents", "1",
-        "--proxy-iters", "3", "--mos-iters", "2", "--batch-size", "2", "--workers", "1", "--quiet"]
+TINY = DETECTOR_TINY
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +180,9 @@ def test_tiny_search_runs_end_to_end(tiny_search, detector, branch):
             assert (v.passed and 0.0 <= v.metrics["fitness"] <= 1.0) or (not v.passed and v.reason), v
         assert store.finished_generations() == [0]
     assert (out / "d_verify.json").is_file()
+    # the same seeded search ends as recorded (tests/golden/rankings.json, tests/rankings.py)
+    golden = json.loads((Path(__file__).parent / "golden" / "rankings.json").read_text())
+    assert ranking(out / "run.sqlite") == golden[f"{detector}/{branch}"]
     logs = list((out / "work").glob("*/*/run.log"))
     assert {p.parent.parent.name for p in logs} == {"mos", "proxy"}
 

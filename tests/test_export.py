@@ -606,3 +606,28 @@ def test_zoo_losses_are_usable_by_name_in_a_config(detector, fragment, tmp_path)
     loss, _ = model.parse_losses(losses)
     assert math.isfinite(loss.item())
     loss.backward()
+
+
+def test_a_run_whose_best_is_below_the_baseline_exports_nothing_unless_asked(tmp_path, capsys):
+    run = make_run(tmp_path / "worse", [(-1, "Neg(Dot(Mul(Y,W),Log(Softmax(X))))", 0.192, 0.288),
+                                        (0, CSE_A, 0.051, 0.296), (0, CE, 0.10, None)])
+    assert main(["export", str(run)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "beat the baseline" in captured.err and "--include-worse" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert not (run / "export").exists()
+    assert main(["export", str(run), "--include-worse", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("warning:") == 2 and "prefer the baseline" in out
+    module = next((run / "export").glob("autoloss_*[!g].py"))
+    assert module.read_text().count("WORSE THAN THE BASELINE") >= 2
+
+
+def test_a_run_whose_best_beats_the_baseline_exports_only_the_better_ones(tmp_path, capsys):
+    run = make_run(tmp_path / "better", [(-1, "Neg(Dot(Mul(Y,W),Log(Softmax(X))))", 0.30, 0.4),
+                                         (0, CSE_A, 0.35, 0.5), (0, CE, 0.20, None)])
+    assert main(["export", str(run), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "1 loss from" in out and "warning:" not in out and "did not beat the baseline" in out
+    module = next((run / "export").glob("autoloss_*[!g].py"))
+    assert "WORSE THAN THE BASELINE" not in module.read_text()

@@ -31,6 +31,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     export.add_argument("--detector", help="the detector the config fragment is for: faster_rcnn, fcos, "
                                            "faster_rcnn_small, fcos_small or a config path (default: the run's; "
                                            "for --expression, a two-stage or one-stage head after the space)")
+    export.add_argument("--include-worse", action="store_true",
+                        help="also export losses that did not beat the baseline on the proxy (each says so); "
+                             "without it a run where nothing beat the baseline exports nothing (exit 1)")
     export.set_defaults(handler=run_export)
     return export
 
@@ -50,7 +53,8 @@ def run_export(args: argparse.Namespace) -> int:
     elif args.run_dir:
         if args.space:
             raise UserError("--space applies to --expression; a run's losses keep the run's space")
-        result = export_run(args.run_dir, top=args.top, out=args.out, name=args.name, detector=args.detector)
+        result = export_run(args.run_dir, top=args.top, out=args.out, name=args.name, detector=args.detector,
+                            include_worse=args.include_worse)
         source = f"run {args.run_dir}"
     else:
         raise UserError("nothing to export: give a run directory (RUN_DIR) or --expression EXPR")
@@ -61,6 +65,8 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"wrote {result.module_path}: {count} loss{'es' if count > 1 else ''} from {source}")
     for loss in result.losses:
         print(f"  {loss.class_name}: {loss.title}\n      {to_infix(loss.node)}")
+        if "WORSE THAN THE BASELINE" in loss.title:
+            print(f"  warning: {loss.class_name} scored below the baseline on the proxy; prefer the baseline")
     print(f"wrote {result.config_path}: the config fragment\n")
     print(result.snippet, end="")
     return 0

@@ -71,8 +71,8 @@ class LocalExecutor:
                                      initializer=_pin_gpu if gpus and self.workers <= gpus else None)
 
     def stream(self, items: Iterable[Any], timeout: float, fn: Callable[[Any], Any] = run_job,
-               on_wait: Callable[[], None] | None = None) -> Iterator[tuple[int, Any, Outcome]]:
-        return self._pool.stream(fn, items, timeout, on_wait=on_wait)
+               on_wait: Callable[[], None] | None = None, poll: float = WAIT_POLL) -> Iterator[tuple[int, Any, Outcome]]:
+        return self._pool.stream(fn, items, timeout, on_wait=on_wait, poll=poll)
 
     def close(self) -> None:
         self._pool.close()
@@ -101,7 +101,7 @@ class RayExecutor:
                                   max_calls=1 if num_gpus else 0)(run_job_remote)
 
     def stream(self, items: Iterable[Any], timeout: float, fn: Callable[[Any], Any] = run_job,
-               on_wait: Callable[[], None] | None = None) -> Iterator[tuple[int, Any, Outcome]]:
+               on_wait: Callable[[], None] | None = None, poll: float = WAIT_POLL) -> Iterator[tuple[int, Any, Outcome]]:
         ray = self.ray
         pending = enumerate(items)
         in_flight: dict[Any, tuple[int, Any, float]] = {}
@@ -120,7 +120,7 @@ class RayExecutor:
                 nearest = min(start for _, _, start in in_flight.values()) + timeout
                 wait_for = max(0.0, nearest - time.monotonic())
                 ready, _ = ray.wait(list(in_flight), num_returns=1,
-                                    timeout=min(wait_for, WAIT_POLL) if on_wait else wait_for)
+                                    timeout=min(wait_for, poll) if on_wait else wait_for)
                 if on_wait and not ready:
                     on_wait()
                 for ref in ready:

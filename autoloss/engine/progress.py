@@ -25,8 +25,10 @@ def _fmt(value) -> str:
 
 class Progress:
     def __init__(self, enabled: bool = True, live: bool | None = None, stream=None, metric: str = "fitness",
-                 heartbeat_dir: str | Path | None = None, training_every: float = TRAINING_EVERY):
+                 heartbeat_dir: str | Path | None = None, training_every: float = TRAINING_EVERY,
+                 poll: float = 5.0):
         self.enabled, self.metric = enabled, metric
+        self.poll = poll  # seconds between two looks at the heartbeats while results are awaited
         self.heartbeat_dir = None
         self.training_every, self._last_training = training_every, 0.0
         self.training: list[dict] = []

@@ -241,7 +241,8 @@ class Study:
             if run:
                 todo.append((row, attempt))
         jobs = (self.job(row, stage) for row, _ in todo)
-        for index, _, outcome in self.executor.stream(jobs, stage.timeout, on_wait=self.progress.tick):
+        for index, _, outcome in self.executor.stream(jobs, stage.timeout, on_wait=self.progress.tick,
+                                                      poll=self.progress.poll):
             row, attempt = todo[index]
             self.record_outcome(row, stage, outcome.value if outcome.ok else None, outcome, attempt)
         return {row.id: self.fitness(row.id, stage.name) for row in rows}
@@ -265,4 +266,4 @@ class Study:
         return fitness
 
     def stream(self, items: Iterable, timeout: float, fn: Callable) -> Iterable:
-        return self.executor.stream(items, timeout, fn=fn, on_wait=self.progress.tick)
+        return self.executor.stream(items, timeout, fn=fn, on_wait=self.progress.tick, poll=self.progress.poll)

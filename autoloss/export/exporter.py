@@ -13,7 +13,7 @@ import keyword
 import re
 import sys
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoloss.errors import UserError
@@ -82,11 +82,33 @@ def module_name_for(path: Path) -> str:
 # ------------------------------------------------------------------------------------------------ from a run
 
 
+class NothingBetter(UserError):
+    """No searched loss beat the baseline: nothing worth exporting unless asked (exit 1)."""
+
+    exit_code = 1
+
+
 def export_run(run_dir, top: int = 1, out=None, name: str | None = None,
-               detector: str | None = None) -> Export:
+               detector: str | None = None, include_worse: bool = False) -> Export:
     """Export the ``top`` best proxy-evaluated losses of a run into one module (default
-    ``RUN_DIR/export/autoloss_<run name>.py``) and write its config fragment beside it."""
+    ``RUN_DIR/export/autoloss_<run name>.py``) and write its config fragment beside it.
+
+    Only losses that beat the baseline on the proxy are exported, unless ``include_worse``; with it,
+    each one that does not beat it says so in its docstring and in the notes.
+    """
     run = read_run(run_dir, top)
+    base = run.baseline.fitness if run.baseline is not None and not run.only_baseline else None
+    if base is not None:
+        better = [item for item in run.best if item.fitness > base]
+        if not better and not include_worse:
+            best = run.best[0]
+            raise NothingBetter(f"no loss of the run in {run.run_dir} beat the baseline (best proxy {run.metric} "
+                                f"{best.fitness:.4f} against the baseline's {base:.4f}): nothing exported; pass "
+                                "--include-worse to export the best ones anyway")
+        if not include_worse and len(better) < len(run.best):
+            run = replace(run, best=better, notes=run.notes + [
+                f"{len(run.best) - len(better)} of the {len(run.best)} best losses did not beat the baseline and are "
+                "not exported (--include-worse exports them)"])
     run_label = re.sub(r"[^0-9A-Za-z]+", "_", run.name).strip("_").lower() or "run"
     out = Path(out) if out else run.run_dir / "export" / f"autoloss_{run_label}.py"
     module_name = module_name_for(out)
@@ -137,6 +159,8 @@ def _score(run: RunLosses, item: Scored) -> str:
     if run.baseline is not None and item.candidate.id != run.baseline.candidate.id:
         delta = item.fitness - run.baseline.fitness
         text += f" (baseline {run.baseline.fitness:.4f}, {delta:+.4f})"
+        if delta <= 0:
+            text += "; WORSE THAN THE BASELINE: the search did not find it better than the initial loss"
     return text
 
 

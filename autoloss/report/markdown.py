@@ -271,8 +271,16 @@ def render(run: Run, formulas: Formulas) -> str:
         fitness = best[1].metrics.get("fitness")
         base = run.baseline_fitness
         delta = f" ({fitness - base:+.4f} against the baseline's {base:.4f})" if base is not None else ""
-        head.append(f"Best loss found: proxy {run.metric} {_f(fitness)}{delta}, generation {best[0].generation + 1}: "
-                    f"{_code(formulas.infix(best[0].genotype))}.")
+        described = formulas.describe(best[0].genotype)
+        shown = _code(described["infix"]) if described.get("infix") else (
+            f"{_code(best[0].genotype[:200])} (stored text that does not parse in the run's space)")
+        if base is not None and fitness <= base:
+            head.append(f"**No candidate beat the baseline**: the baseline remains the best. The best candidate "
+                        f"scored proxy {run.metric} {_f(fitness)}{delta}, generation {best[0].generation + 1}: "
+                        f"{shown}.")
+        else:
+            head.append(f"Best found: proxy {run.metric} {_f(fitness)}{delta}, generation "
+                        f"{best[0].generation + 1}: {shown}.")
     head.append("")
     notes = list(run.notes) + ([formulas.problem] if formulas.problem else [])
     if notes:
