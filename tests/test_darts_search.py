@@ -1,0 +1,206 @@
+"""The differentiable strategies (darts, darts2, ms-darts) on the tracking proxy, end to end through the engine:
+per-epoch derived genotypes in the store with the papers' measures, early-stopping choice, the chosen cells on
+the ranking stage, a SIGKILLed search resumed to the same alphas, and the report's per-epoch figures.
+
+``python tests/test_darts_search.py OUT DATA --strategy S [--epochs E] [--seeds N]`` runs one tiny search into
+``OUT`` (what the SIGKILL test kills).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pytest  # noqa: E402
+
+from autoloss.engine.store import RunStore  # noqa: E402
+
+HERE = Path(__file__).resolve()
+EDGES, OPERATIONS = 14, 8
+
+
+def tiny_settings():
+    from autoloss.tracking.train import TrackingSettings
+
+    return TrackingSettings(channels=8, crop_size=64, baseline_steps=3, baseline_batch=1, steps=4, batch=2, pool=2,
+                            track_iterations=3, init_shifts=1, threads=1, sequence_frames=8, frame_size=64,
+                            holdout_sequences=2)
+
+
+def tiny_data(root: Path) -> Path:
+    """Two weight and two hold-out sequences, and the baseline trained for 3 steps (re-used when present)."""
+    from autoloss.tracking.synthetic import generate_split
+    from autoloss.tracking.train import train_baseline
+
+    generate_split(root, "weights", sequences=2, frames=8, size=64)
+    generate_split(root, "holdout", sequences=2, frames=6, size=64)
+    return train_baseline(tiny_settings(), root, root / "baseline.pt")
+
+
+def run_search(out: Path, data: Path, strategy: str, epochs: int = 2, seeds: int = 2, workers: int = 2, **extra):
+    """A tiny search with ``strategy`` into ``out/run.sqlite`` (resumed when the store exists)."""
+    from autoloss.engine.executors import LocalExecutor
+    from autoloss.engine.registry import strategy as strategy_class
+    from autoloss.engine.study import Study
+    from autoloss.tracking.problem import tracking_problem
+
+    baseline = tiny_data(data)
+    problem = tracking_problem("dimp_small", tiny_settings(), data, baseline)
+    cls = strategy_class(strategy)
+    options = {"epochs": epochs, "seeds": seeds, "warmup": 0.0, "patience": None, "holdout_batches": 2,
+               "eigenvalue_iterations": 4, **extra}
+    chosen = cls(cls.Options(**options))
+    store = RunStore(out / "run.sqlite")
+    executor = LocalExecutor(workers=workers, context="spawn")
+    try:
+        study = Study(problem, chosen, store, executor, seed=0, scheduler=chosen.scheduler.name)
+        return chosen.scheduler().run(study, chosen), store
+    finally:
+        executor.close()
+
+
+def derived(store) -> dict[tuple[int, int], object]:
+    """(epoch, seed) -> the derived verdict."""
+    return {(store.candidate(v.candidate_id).generation, store.candidate(v.candidate_id).index): v
+            for v in store.verdicts(gate="derived")}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("darts-data")
+    tiny_data(root)
+    return root
+
+
+@pytest.mark.parametrize("strategy", ["darts", "darts2", "ms-darts"])
+def test_a_tiny_search_records_each_epochs_derived_cell_and_ranks_the_chosen_ones(tmp_path, data, strategy):
+    from autoloss.cell.genotype import parse_genotype
+    from autoloss.differentiable.derive import count_skips, derive_genotype
+
+    import torch
+
+    result, store = run_search(tmp_path / strategy, data, strategy, epochs=2, seeds=2)
+    config = store.load_config()
+    assert config["strategy"] == strategy and config["representation"] == "cell"
+    verdicts = derived(store)
+    assert sorted(verdicts) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for (epoch, seed), verdict in verdicts.items():
+        m = verdict.metrics
+        row = store.candidate(verdict.candidate_id)
+        weights = torch.tensor(m["weights"])
+        assert weights.shape == (EDGES, OPERATIONS)
+        assert torch.allclose(weights.sum(dim=1), torch.ones(EDGES), atol=1e-5)  # softmax rows
+        genotype = parse_genotype(row.genotype)
+        assert str(derive_genotype(weights, softmax=False)) == str(genotype)  # the stored cell is the alphas'
+        assert m["skips"] == count_skips(genotype)
+        assert all(math.isfinite(m[k]) for k in ("supernet_holdout", "cell_holdout", "eigenvalue"))
+        assert m["skip_dropout"] == pytest.approx(0.6 * (1 - epoch))  # 0.6 decaying to 0 at the last epoch
+        assert m["epoch"] == epoch and m["seed"] == seed and m["method"] == strategy
+        assert m["arch_steps"] == 2  # warm-up 0: an architecture step per weight step
+    for seed in (0, 1):  # exactly one chosen epoch per seed: the hold-out minimum of the derived cell
+        losses = {e: verdicts[(e, seed)].metrics["cell_holdout"] for e in (0, 1)}
+        best = min(losses, key=lambda e: (losses[e], e))
+        assert [e for e in (0, 1) if verdicts[(e, seed)].passed] == [best]
+    proxied = [v for v in store.verdicts(gate="proxy") if store.candidate(v.candidate_id).generation >= 0]
+    chosen_ids = {v.candidate_id for v in verdicts.values() if v.passed}
+    screened = {v.candidate_id for v in store.verdicts(gate="equivalence") if v.passed}
+    assert {v.candidate_id for v in proxied} == chosen_ids & screened and proxied
+    assert all(0 <= v.metrics["fitness"] <= 1 for v in proxied)
+    assert result.baseline is not None and result.best
+    assert sorted(store.finished_generations()) == [0, 1]
+    assert Path(tmp_path / strategy / "work" / strategy / "seed-1.pt").is_file()
+    store.close()
+
+
+def test_early_stopping_ends_a_seed_after_its_patience(tmp_path, data):
+    _, store = run_search(tmp_path / "stop", data, "darts", epochs=4, seeds=1, workers=1, patience=1,
+                          eigenvalue=False)
+    verdicts = derived(store)
+    epochs = sorted(e for e, _ in verdicts)
+    losses = [verdicts[(e, 0)].metrics["cell_holdout"] for e in epochs]
+    best = min(range(len(losses)), key=lambda e: (losses[e], e))
+    # patience 1: it stops at the first epoch that brings no new minimum (or runs all 4)
+    stale = [e for e in range(1, len(losses)) if losses[e] >= min(losses[:e])]
+    assert epochs == list(range(len(epochs)))
+    assert len(epochs) == (stale[0] + 1 if stale else 4)
+    assert verdicts[(epochs[-1], 0)].metrics["stop"] == bool(stale)
+    assert [e for e in epochs if verdicts[(e, 0)].passed] == [best]
+    assert all(v.metrics["eigenvalue"] is None for v in verdicts.values())
+    store.close()
+
+
+def _weights(store) -> dict:
+    return {key: v.metrics["weights"] for key, v in derived(store).items()}
+
+
+def test_a_sigkilled_search_resumes_to_the_same_alphas(tmp_path, data):
+    command = [sys.executable, str(HERE), None, str(data), "--strategy", "darts2", "--epochs", "3", "--seeds", "2"]
+    reference = subprocess.run([*command[:2], str(tmp_path / "ref"), *command[3:]], capture_output=True, text=True,
+                               timeout=600)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*command[:2], str(out), *command[3:]], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "run.sqlite"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                with RunStore(db, readonly=True) as store:
+                    done = len(store.verdicts(gate="derived"))
+            except Exception:  # noqa: BLE001 (the store is being created)
+                continue
+            if done >= 3:  # mid-search: epoch 2 of one seed recorded, the other seed's running or not
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+    assert proc.returncode == -signal.SIGKILL, "finished before it could be killed"
+    with RunStore(db, readonly=True) as store:
+        assert 3 <= len(store.verdicts(gate="derived")) < 6
+    resumed = subprocess.run([*command[:2], str(out), *command[3:]], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    with RunStore(tmp_path / "ref" / "run.sqlite", readonly=True) as a, RunStore(db, readonly=True) as b:
+        assert len(_weights(a)) == 6 and _weights(a) == _weights(b)  # every epoch's alphas, exactly
+        assert [(c.generation, c.index, c.genotype) for c in a.candidates()] == \
+               [(c.generation, c.index, c.genotype) for c in b.candidates()]
+
+
+def test_the_report_of_a_differentiable_run_draws_the_per_epoch_figures(tmp_path, data):
+    from autoloss.report import write_report
+
+    out = tmp_path / "report-run"
+    _, store = run_search(out, data, "ms-darts", epochs=2, seeds=2)
+    store.close()
+    written = write_report(out)
+    text = written["report"].read_text()
+    for name in ("holdout_losses", "skip_connections", "eigenvalue", "alpha_final"):
+        assert written["figures"][name].stat().st_size > 0
+        assert written["figures"][name].name in text
+    assert "Differentiable search" in text and "seed 0" in text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("data")
+    parser.add_argument("--strategy", default="darts")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=2)
+    args = parser.parse_args()
+    result, store = run_search(Path(args.out), Path(args.data), args.strategy, args.epochs, args.seeds)
+    store.close()
+    print(" ".join(f"{e.genotype}:{e.fitness:.4f}" for e in result.best))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
