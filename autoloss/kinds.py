@@ -9,4 +9,11 @@ def _loss():
     return kind
 
 
+def _cell():
+    from autoloss.cell import kind
+
+    return kind
+
+
 register_kind("loss", _loss)
+register_kind("cell", _cell)

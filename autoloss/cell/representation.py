@@ -9,6 +9,13 @@ printed).
 The initial cell (:data:`INITIAL`) is DARTS_V2's normal cell (second-order DARTS on CIFAR-10): a
 published, well-tried cell that reads both inputs, mostly 3x3 separable convs with two skips and a
 dilated conv; the search starts from it as CSE-Autoloss starts from its initial loss.
+
+References: a representation may name modules that are not cells but fill the cell's slot (the
+tracker's hand-designed neck, key ``"hand"``), so a run's baseline can be one of them while breeding
+starts from the initial cell. ``parse``, ``key``, ``describe`` and ``fingerprint`` accept a
+:class:`Reference`; the breeding operators replace one by the initial cell (a reference has no edges
+to mutate or exchange: the engine's hall of fame, which holds the baseline, may hand it over as a
+parent), and the gates never see one (the engine does not screen its baseline).
 """
 
 from __future__ import annotations
@@ -65,6 +72,20 @@ class CellSpace:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A named module in the cell's slot that is not a cell (e.g. the hand-designed neck)."""
+
+    name: str
+    description: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+HAND = Reference("hand", "the hand-designed neck: concatenated inputs, three 3x3 convs with BN to 4C channels")
+
+
 def summary(genotype: Genotype) -> str:
     """Operation counts, most used first, e.g. '5 sep_conv_3x3, 2 skip_connect, 1 dil_conv_3x3'."""
     counts = Counter(op for op, _ in genotype.normal)
@@ -76,22 +97,33 @@ class CellRepresentation:
 
     kind = "cell"
 
-    def __init__(self, space: CellSpace | None = None, initial: Genotype = INITIAL):
+    def __init__(self, space: CellSpace | None = None, initial: Genotype = INITIAL,
+                 references: tuple[Reference, ...] = ()):
         self.space = space or CellSpace()
         self._initial = initial
+        self.references = {r.name: r for r in references}
 
     # ---- identity and text
-    def parse(self, text: str) -> Genotype:
+    def parse(self, text: str) -> Genotype | Reference:
+        if isinstance(text, str) and text.strip() in self.references:
+            return self.references[text.strip()]
         return parse_genotype(text)
 
-    def key(self, genotype: Genotype) -> str:
+    def key(self, genotype: Genotype | Reference) -> str:
         """The text stored for the cell: its printed form (the canonical one is in ``describe``)."""
+        if isinstance(genotype, Reference):
+            return genotype.name
         return format_genotype(genotype)
 
-    def fingerprint(self, genotype: Genotype) -> str:
+    def fingerprint(self, genotype: Genotype | Reference) -> str:
+        if isinstance(genotype, Reference):
+            return f"reference:{genotype.name}"
         return fingerprint(genotype)
 
-    def describe(self, genotype: Genotype) -> dict[str, str]:
+    def describe(self, genotype: Genotype | Reference) -> dict[str, str]:
+        if isinstance(genotype, Reference):
+            return {"genotype": genotype.name, "canonical": genotype.name, "fingerprint": self.fingerprint(genotype),
+                    "summary": genotype.description, "params": "", "flops": ""}
         s = self.space
         return {
             "genotype": format_genotype(genotype),
@@ -111,15 +143,18 @@ class CellRepresentation:
         s = CellSpace.from_options(options, base=self.space)
         return [StructureGate(), BudgetGate(s.max_params, s.max_flops, s.channels, s.height, s.width)]
 
-    # ---- breeding
+    # ---- breeding (a reference breeds as the initial cell)
+    def _cell(self, genotype: Genotype | Reference) -> Genotype:
+        return self._initial if isinstance(genotype, Reference) else genotype
+
     def random(self, rng: random.Random) -> Genotype:
         return breeding.random_genotype(rng)
 
-    def mutate(self, genotype: Genotype, rng: random.Random) -> Genotype:
-        return breeding.mutate(genotype, rng)
+    def mutate(self, genotype: Genotype | Reference, rng: random.Random) -> Genotype:
+        return breeding.mutate(self._cell(genotype), rng)
 
-    def crossover(self, a: Genotype, b: Genotype, rng: random.Random) -> tuple[Genotype, Genotype]:
-        return breeding.crossover(a, b, rng)
+    def crossover(self, a: Genotype | Reference, b: Genotype | Reference, rng: random.Random) -> tuple[Genotype, Genotype]:
+        return breeding.crossover(self._cell(a), self._cell(b), rng)
 
     def initial_population(self, size: int, rng: random.Random) -> list[Genotype]:
         return breeding.initial_population(self._initial, size, rng)

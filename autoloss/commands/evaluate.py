@@ -1,4 +1,6 @@
-"""``autoloss evaluate``: a detector trained with given losses and with the baselines, the AP table."""
+"""``autoloss evaluate``: a detector trained with given losses and with the baselines, the AP table; or a
+tracker's neck cells against the hand-designed neck and a random cell, the AO table
+(:func:`autoloss.tracking.commands.run_evaluate`)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,30 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     "L1 for two-stage detectors) under the same schedule and seeds; print COCO AP, AP50 and "
                     "AP75 with the difference to the baseline, and write the table to OUT/evaluate.md. "
                     "Finished runs are kept in OUT/runs.jsonl: rerunning redoes only the missing ones.")
-    evaluate.add_argument("--detector", required=True, help="faster_rcnn, fcos, faster_rcnn_small, fcos_small, "
-                                                            "or the path of your own MMDetection config")
-    evaluate.add_argument("--data", help="COCO-format dataset (as for search)")
+    evaluate.add_argument("--detector", help="faster_rcnn, fcos, faster_rcnn_small, fcos_small, "
+                                             "or the path of your own MMDetection config")
+    evaluate.add_argument("--tracker", choices=["dimp_small", "dimp_r50"],
+                          help="evaluate neck cells of this tracker instead: the hand-designed neck, a random cell "
+                               "and the found cells, retrained with the same budget and seeds; AO / SR0.5 / SR0.75 "
+                               "on the test split")
+    evaluate.add_argument("--data", help="COCO-format dataset (as for search); for --tracker the GOT-10k-layout "
+                                         "root (as for search)")
     evaluate.add_argument("--demo", action="store_true", help="generate the synthetic dataset and use the small "
-                                                              "CPU variant of --detector (200 iterations)")
+                                                              "CPU variant of --detector (200 iterations); with "
+                                                              "--tracker dimp_small the synthetic sequences (the "
+                                                              "demo search's data and baseline when they match)")
+    evaluate.add_argument("--run", metavar="RUN_DIR", help="--tracker: the cell search whose best --top cells to "
+                                                           "evaluate (--demo default: runs/demo-dimp_small-cse-seed0)")
+    evaluate.add_argument("--cell", action="append", metavar="GENOTYPE",
+                          help="--tracker: a cell to evaluate, in the DARTS Genotype(normal=[...], ...) form; "
+                               "repeatable")
+    evaluate.add_argument("--top", type=bounded_int("--top", 1, 100), default=1,
+                          help="--tracker: how many of the run's best cells (default: 1)")
+    evaluate.add_argument("--backbone-checkpoint", metavar="FILE", help="--tracker: as for search (dimp_r50)")
+    evaluate.add_argument("--tracker-option", action="append", metavar="KEY=VALUE",
+                          help="--tracker: override a tracking setting, as for search")
+    evaluate.add_argument("--seed", type=bounded_int("--seed", 0, 2**32 - 1), default=0,
+                          help="--tracker: the seed that draws the random cell (default: 0)")
     evaluate.add_argument("--loss-cls", help="classification loss: an expression or ready name "
                                              "(e.g. CSE-Autoloss-A_cls); the IoU-aware head is used with it")
     evaluate.add_argument("--loss-reg", help="regression loss: an expression or ready name (e.g. CSE-Autoloss-A_reg)")
@@ -33,7 +54,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     evaluate.add_argument("--executor", choices=["local", "ray"], default="local")
     evaluate.add_argument("--workers", type=bounded_int("--workers", 1, 256), help="parallel trainings (default: one per GPU, else 1)")
     evaluate.add_argument("--address", help="Ray cluster address (default: start a local one)")
-    evaluate.add_argument("--timeout", type=finite_positive("--timeout"), default=24 * 3600.0, help="seconds per training run")
+    evaluate.add_argument("--timeout", type=finite_positive("--timeout"),
+                          help="seconds per training run (default: 24 hours for a detector, the tracker's own)")
     evaluate.add_argument("--out", help="output directory (default: runs/evaluate-<detector>)")
     evaluate.add_argument("--quiet", action="store_true", help="only the final table")
     evaluate.set_defaults(handler=run_evaluate)
@@ -43,6 +65,15 @@ def add_parser(commands) -> argparse.ArgumentParser:
 def run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.tracker:
+        from autoloss.tracking.commands import run_evaluate as run_tracker_evaluate
+
+        return run_tracker_evaluate(args)
+    if not args.detector:
+        raise UserError("choose what to evaluate: --detector faster_rcnn|fcos|... or --tracker dimp_small|dimp_r50")
+    for option in ("run", "cell", "backbone_checkpoint", "tracker_option"):
+        if getattr(args, option):
+            raise UserError(f"--{option.replace('_', '-')} applies to --tracker")
     from autoloss.engine.executors import make_executor
     from autoloss.evaluate import Comparison, write_markdown
 
@@ -78,7 +109,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     executor = make_executor(args.executor, workers=args.workers, address=args.address, start_method="spawn")
     try:
-        runs = comparison.run(executor, timeout=args.timeout, on_result=report)
+        runs = comparison.run(executor, timeout=args.timeout or 24 * 3600.0, on_result=report)
     finally:
         executor.close()
     write_markdown(comparison, runs, out / "evaluate.md")

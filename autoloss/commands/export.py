@@ -39,6 +39,17 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if args.run_dir and not args.expression:  # runs of another representation kind export themselves
+        from autoloss.engine.registry import kind
+        from autoloss.engine.runs import open_run
+
+        record = open_run(args.run_dir)
+        if record.kind != "loss":
+            if args.space or args.detector:
+                raise UserError(f"--space and --detector apply to loss runs; {args.run_dir} is a {record.kind} run")
+            result = kind(record.kind).export_run(args.run_dir, top=args.top, out=args.out, name=args.name)
+            print(result.summary())
+            return 0
     from autoloss.export.exporter import export_expression, export_run
     from autoloss.loss.expression import to_infix
 

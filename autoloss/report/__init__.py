@@ -43,6 +43,13 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, top: in
         "fitness_per_generation": figures.fitness_per_generation(run, out / FIGURES["fitness"], formulas),
         "candidates_over_time": figures.candidates_over_time(run, out / FIGURES["time"], formulas),
     }
+    pictures = {}
+    if hasattr(formulas, "draw"):  # a kind whose genotypes are drawn (cells): the top ones as PNGs
+        for rank, (row, _, _) in enumerate(run.top, 1):
+            name = f"{getattr(formulas, 'noun', 'candidate')}_{rank}.png"
+            if formulas.draw(row.genotype, out / name, title=f"rank {rank}: generation {row.generation + 1} #{row.index}"):
+                pictures[row.genotype] = name
+                written[f"{getattr(formulas, 'noun', 'candidate')}_{rank}"] = out / name
     report = out / "report.md"
-    report.write_text(render(run, formulas), encoding="utf-8")
+    report.write_text(render(run, formulas, pictures), encoding="utf-8")
     return {"report": report, "figures": written, "notes": run.notes + ([formulas.problem] if formulas.problem else [])}

@@ -48,6 +48,16 @@ def _table(header: list[str], rows: list[list[str]], align: list[str] | None = N
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _noun(formulas) -> tuple[str, str]:
+    """What a candidate is called (a describer's ``noun``; losses by default), singular and plural."""
+    noun = getattr(formulas, "noun", "loss")
+    return noun, "losses" if noun == "loss" else f"{noun}s"
+
+
+def _forms(formulas) -> dict[str, str]:
+    return {"expression": "prefix", "infix": "infix", **getattr(formulas, "forms", {})}
+
+
 def _candidate_name(evaluation: Evaluation) -> str:
     row = evaluation.candidate
     return "baseline" if row.generation < 0 else f"gen {row.generation + 1} #{row.index}"
@@ -65,6 +75,15 @@ def _what(run: Run, formulas: Formulas) -> list[str]:
         proxy = (f"train {task.get('proxy_iters', '?')} iterations on the training split, COCO bbox mAP on the "
                  "validation split")
         mos = f"train {task.get('mos_iters', '?')} iterations on D_verify, mAP on it"
+    elif config.get("tracker"):
+        steps = (task.get("settings") or {}).get("steps", "?")
+        stages = task.get("stages") or {}
+        splits = task.get("splits") or {}
+        target = f"the neck cell of the tracker `{config['tracker']}` (the hand-designed neck is the baseline)"
+        proxy = (f"train adapters, cell and classifier {steps} steps on `{splits.get('weights', 'weights')}/` "
+                 f"(backbone frozen), AO of one-pass tracking on `{splits.get('holdout', 'holdout')}/`")
+        mos = (f"train {stages.get('mos_steps', '?')} steps on `{splits.get('verify', 'verify')}/`, AO on its first "
+               f"{stages.get('mos_sequences', '?')} sequences")
     elif config.get("task_name"):
         target = f"{branch_text} of the built-in task `{config['task_name']}`"
         proxy = f"train {task.get('steps', '?')} steps, clean test accuracy"
@@ -113,16 +132,19 @@ def _baseline(run: Run, formulas: Formulas) -> list[str]:
         title = "proxy" if gate == "proxy" else "MOS"
         scores.append(f"{title} {run.metric} {_f(evaluation.fitness)}" if evaluation.fitness is not None
                       else f"{title} failed ({evaluation.kind}: {_cell(evaluation.verdict.reason, 120)})")
-    lines.append(f"The initial loss{f' {name}' if name else ''}, trained the same way as every candidate: "
+    intro = (f"The initial loss{f' {name}' if name else ''}" if _noun(formulas)[0] == "loss"
+             else f"The baseline{f' ({name})' if name else ''}")
+    lines.append(f"{intro}, trained the same way as every candidate: "
                  + ("; ".join(scores) if scores else "not evaluated yet") + ".")
-    lines += ["", *_formula_lines(described), ""]
+    lines += ["", *_formula_lines(described, _forms(formulas)), ""]
     return lines
 
 
-def _formula_lines(described: dict) -> list[str]:
-    lines = [f"- prefix: {_code(described['expression'])}"]
+def _formula_lines(described: dict, forms: dict | None = None) -> list[str]:
+    forms = forms or {"expression": "prefix", "infix": "infix"}
+    lines = [f"- {forms['expression']}: {_code(described['expression'])}"]
     if described["infix"]:
-        lines.append(f"- infix: {_code(described['infix'])}")
+        lines.append(f"- {forms['infix']}: {_code(described['infix'])}")
     if described["latex"]:
         lines.append(f"- LaTeX: ${described['latex']}$")
     return lines
@@ -204,7 +226,8 @@ def _fitness(run: Run, formulas: Formulas) -> list[str]:
                     + ([_f(g.mos_threshold)] if thresholds else [])
                     + [_code(_cell(formulas.infix(best.candidate.genotype), 90)) if best else note])
     header = (["generation", "results (ok / failed)", "best", "median", "best so far", "best so far - baseline"]
-              + (["MOS threshold"] if thresholds else []) + ["best loss of the generation (infix)"])
+              + (["MOS threshold"] if thresholds else [])
+              + [f"best {_noun(formulas)[0]} of the generation ({_forms(formulas)['infix']})"])
     align = ["---"] + ["---:"] * (len(header) - 2) + ["---"]
     return lines + _table(header, rows, align) + ["", f"![Proxy fitness per generation]({FIGURES['fitness']})", ""]
 
@@ -218,9 +241,11 @@ def _over_time(run: Run) -> list[str]:
     return ["## Candidates over the search", "", text, "", f"![Candidates over the search]({FIGURES['time']})", ""]
 
 
-def _top(run: Run, formulas: Formulas) -> list[str]:
+def _top(run: Run, formulas: Formulas, pictures: dict[str, str] | None = None) -> list[str]:
     base = run.baseline_fitness
-    lines = [f"## Top {len(run.top)} losses" if run.top else "## Top losses", ""]
+    noun, plural = _noun(formulas)
+    forms = _forms(formulas)
+    lines = [f"## Top {len(run.top)} {plural}" if run.top else f"## Top {plural}", ""]
     if not run.top:
         return lines + ["No searched candidate has a proxy result yet.", ""]
     lines += [f"Ranked by proxy {run.metric}, each genotype once; the difference is to the baseline's "
@@ -231,14 +256,16 @@ def _top(run: Run, formulas: Formulas) -> list[str]:
         rows.append([str(rank), _f(fitness), _f(fitness - base if base is not None else None, sign=True),
                      _f(mos.metrics.get("fitness") if mos and mos.status == "ok" else None), str(row.generation + 1),
                      _code(_cell(formulas.infix(row.genotype), 100))])
-    lines += _table(["rank", f"proxy {run.metric}", "vs baseline", f"MOS {run.metric}", "generation", "infix"],
+    lines += _table(["rank", f"proxy {run.metric}", "vs baseline", f"MOS {run.metric}", "generation", forms["infix"]],
                     rows, ["---:"] * 5 + ["---"]) + [""]
     for rank, (row, proxy, mos) in enumerate(run.top, 1):
         name = formulas.ready_name(row.genotype)
         origin = f", bred by {row.origin}" if row.origin else ""
         lines += [f"**{rank}.** proxy {run.metric} {_f(proxy.metrics.get('fitness'))}, generation {row.generation + 1} "
                   f"#{row.index}{origin}{f' (the ready loss {name})' if name else ''}", "",
-                  *_formula_lines(formulas.describe(row.genotype)), ""]
+                  *_formula_lines(formulas.describe(row.genotype), forms), ""]
+        if pictures and row.genotype in pictures:
+            lines += [f"![{noun} {rank}]({pictures[row.genotype]})", ""]
     return lines
 
 
@@ -262,8 +289,8 @@ def _failures(run: Run) -> list[str]:
                           ["---", "---", "---:", "---", "---"]) + [""]
 
 
-def render(run: Run, formulas: Formulas) -> str:
-    """The whole report.md."""
+def render(run: Run, formulas: Formulas, pictures: dict[str, str] | None = None) -> str:
+    """The whole report.md (``pictures``: genotype -> the relative path of its drawing, shown with the top list)."""
     best = run.top[0] if run.top else None
     head = [f"# Search report: {run.run_dir.name or run.run_dir}", "",
             f"Written by `autoloss report` on {_when(time.time())} from {_code(str(run.store_path))}."]
@@ -286,5 +313,5 @@ def render(run: Run, formulas: Formulas) -> str:
     if notes:
         head += ["## What is missing", ""] + [f"- {note}" for note in notes] + [""]
     sections = [head, _what(run, formulas), _gate_counts(run), _baseline(run, formulas), _funnel(run),
-                _fitness(run, formulas), _over_time(run), _top(run, formulas), _failures(run)]
+                _fitness(run, formulas), _over_time(run), _top(run, formulas, pictures), _failures(run)]
     return "\n".join(line for section in sections for line in section).rstrip() + "\n"

@@ -36,6 +36,8 @@ from autoloss.tracking.sampling import FrameCache, PairSampler, SampleBatch
 from autoloss.tracking.tracker import ProxyTracker, run_sequence
 
 CHECKPOINT_VERSION = 1
+WEIGHTS = "weights"  # the split the network's weights are trained on
+MAP_CACHE_SIZE = 2  # search-map pools kept in memory per process (the proxy's and the MOS's)
 
 
 @dataclass(frozen=True)
@@ -177,9 +179,11 @@ def split_fingerprint(data_root: str | Path, split: str) -> str:
     return digest.hexdigest()
 
 
-def make_sampler(settings: TrackingSettings, data_root: str | Path, seed: int, cache: FrameCache | None = None) -> PairSampler:
+def make_sampler(settings: TrackingSettings, data_root: str | Path, seed: int, cache: FrameCache | None = None,
+                 split: str = WEIGHTS) -> PairSampler:
+    """Training batches from the sequences of ``data_root/split`` (default: the "weights" split)."""
     return PairSampler(
-        read_sequences(data_root, "weights"),
+        read_sequences(data_root, split),
         settings.crop_size,
         settings.search_factor,
         settings.frames,
@@ -229,33 +233,41 @@ def build_net(settings: TrackingSettings, neck: str = "hand") -> TrackerNet:
     return TrackerNet(settings.depth, settings.base_channels, settings.channels, neck, settings.filter_size)
 
 
-def _checkpoint_key(settings: TrackingSettings, data_root: str | Path) -> dict:
-    return {"version": CHECKPOINT_VERSION, "settings": settings.baseline_key(), "data": split_fingerprint(data_root, "weights")}
+def _checkpoint_key(settings: TrackingSettings, data_root: str | Path, split: str = WEIGHTS) -> dict:
+    return {"version": CHECKPOINT_VERSION, "settings": settings.baseline_key(), "data": split_fingerprint(data_root, split)}
 
 
-def train_baseline(settings: TrackingSettings, data_root: str | Path, out_path: str | Path, log=None) -> Path:
-    """Train the whole network with the hand neck on the "weights" split; re-use ``out_path`` if it matches."""
+def baseline_matches(settings: TrackingSettings, data_root: str | Path, path: str | Path, split: str = WEIGHTS) -> bool:
+    """Whether ``path`` holds a baseline trained with these settings on this data (re-usable as it is)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (an unreadable cache is retrained)
+        return False
+    return isinstance(saved, dict) and saved.get("key") == _checkpoint_key(settings, data_root, split)
+
+
+def train_baseline(settings: TrackingSettings, data_root: str | Path, out_path: str | Path, log=None,
+                   split: str = WEIGHTS) -> Path:
+    """Train the whole network with the hand neck on ``split``; re-use ``out_path`` if it matches."""
     out_path = Path(out_path)
-    key = _checkpoint_key(settings, data_root)
-    if out_path.is_file():
-        try:
-            saved = torch.load(out_path, map_location="cpu", weights_only=True)
-            if saved.get("key") == key:
-                return out_path
-        except Exception:  # noqa: BLE001 (an unreadable cache is retrained)
-            pass
+    if baseline_matches(settings, data_root, out_path, split):
+        return out_path
+    key = _checkpoint_key(settings, data_root, split)
     with torch_threads(settings.threads):
-        _fit_baseline(settings, data_root, out_path, key, log)
+        _fit_baseline(settings, data_root, out_path, key, log, split)
     return out_path
 
 
-def _fit_baseline(settings: TrackingSettings, data_root, out_path: Path, key: dict, log) -> None:
+def _fit_baseline(settings: TrackingSettings, data_root, out_path: Path, key: dict, log, split: str = WEIGHTS) -> None:
     torch.manual_seed(settings.seed)
     net = build_net(settings, "hand")
     if settings.backbone_checkpoint:
         load_backbone_checkpoint(net.backbone, settings.backbone_checkpoint)
     net.to(settings.device).train()
-    sampler = make_sampler(settings, data_root, settings.seed)
+    sampler = make_sampler(settings, data_root, settings.seed, split=split)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.baseline_lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / settings.baseline_steps)))
     history = []
@@ -300,12 +312,13 @@ def load_baseline(settings: TrackingSettings, path: str | Path) -> TrackerNet:
 _MAP_CACHE: dict[tuple, list] = {}
 
 
-def search_maps(net: TrackerNet, settings: TrackingSettings, data_root, baseline_ckpt, seed: int) -> list:
-    """The frozen backbone's maps of the ``pool`` search batches: [(stride8, stride16, batch), ...]."""
+def search_maps(net: TrackerNet, settings: TrackingSettings, data_root, baseline_ckpt, seed: int,
+                split: str = WEIGHTS) -> list:
+    """The frozen backbone's maps of the ``pool`` search batches of ``split``: [(stride8, stride16, batch), ...]."""
     path = Path(baseline_ckpt)
     names = "crop_size search_factor frames max_gap train_jitter test_jitter scale_jitter batch pool".split()
     knobs = tuple((n, getattr(settings, n)) for n in names)
-    key = (str(path.resolve()), path.stat().st_mtime_ns, split_fingerprint(data_root, "weights"), knobs, seed)
+    key = (str(path.resolve()), path.stat().st_mtime_ns, split_fingerprint(data_root, split), knobs, seed)
     if key in _MAP_CACHE:
         return _MAP_CACHE[key]
     tag = hashlib.sha1(repr(key[2:]).encode()).hexdigest()[:12]
@@ -317,7 +330,7 @@ def search_maps(net: TrackerNet, settings: TrackingSettings, data_root, baseline
         except Exception:  # noqa: BLE001 (recompute an unreadable cache)
             entries = None
     if entries is None:
-        sampler = make_sampler(settings, data_root, seed)
+        sampler = make_sampler(settings, data_root, seed, split=split)
         entries = []
         with torch.no_grad():
             for index in range(settings.pool):
@@ -332,19 +345,22 @@ def search_maps(net: TrackerNet, settings: TrackingSettings, data_root, baseline
         temporary = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}")
         torch.save(entries, temporary)
         os.replace(temporary, cache_file)
-    _MAP_CACHE.clear()
+    if len(_MAP_CACHE) >= MAP_CACHE_SIZE:
+        _MAP_CACHE.pop(next(iter(_MAP_CACHE)))
     _MAP_CACHE[key] = entries
     return entries
 
 
-def train_search(settings: TrackingSettings, data_root, baseline_ckpt, neck_spec: str, seed: int = 0) -> tuple[TrackerNet, list[float]]:
-    """The search regime: baseline loaded, backbone and size head frozen, a fresh ``neck_spec`` + classifier trained."""
+def train_search(settings: TrackingSettings, data_root, baseline_ckpt, neck_spec: str, seed: int = 0,
+                 split: str = WEIGHTS) -> tuple[TrackerNet, list[float]]:
+    """The search regime: baseline loaded, backbone and size head frozen, a fresh ``neck_spec`` + classifier
+    trained on batches of ``split``."""
     net = load_baseline(settings, baseline_ckpt).to(settings.device)
     for module in net.frozen_modules():
         module.eval()
         for parameter in module.parameters():
             parameter.requires_grad_(False)
-    entries = search_maps(net, settings, data_root, baseline_ckpt, seed)
+    entries = search_maps(net, settings, data_root, baseline_ckpt, seed, split)
     torch.manual_seed(seed)
     net.replace_neck(neck_spec)
     net.to(settings.device)
@@ -382,9 +398,9 @@ def make_tracker(net: TrackerNet, settings: TrackingSettings) -> ProxyTracker:
     )
 
 
-def track_split(tracker, data_root, split: str) -> dict:
-    """OPE over every sequence of ``split``; the GOT-10k scores and the tracker's speed."""
-    sequences = read_sequences(data_root, split, allow_first_only=False)
+def track_split(tracker, data_root, split: str, limit: int | None = None) -> dict:
+    """OPE over every sequence of ``split`` (the first ``limit`` only, if given); the GOT-10k scores and speed."""
+    sequences = read_sequences(data_root, split, allow_first_only=False)[:limit]
     per_sequence, times = [], []
     for sequence in sequences:
         boxes, seconds = run_sequence(tracker, sequence)
@@ -393,12 +409,14 @@ def track_split(tracker, data_root, split: str) -> dict:
     return got10k_scores(per_sequence, times)
 
 
-def evaluate_neck(settings: TrackingSettings, data_root, baseline_ckpt, neck_spec: str, split: str = "holdout", seed: int = 0) -> dict:
-    """Train ``neck_spec`` in the search regime, track ``split`` (OPE): the proxy's fitness is the AO."""
+def evaluate_neck(settings: TrackingSettings, data_root, baseline_ckpt, neck_spec: str, split: str = "holdout", seed: int = 0,
+                  train_split: str = WEIGHTS, limit: int | None = None) -> dict:
+    """Train ``neck_spec`` in the search regime on ``train_split``, track ``split`` (OPE; its first ``limit``
+    sequences if given): the proxy's fitness is the AO."""
     start = time.perf_counter()
     with torch_threads(settings.threads):
-        net, losses = train_search(settings, data_root, baseline_ckpt, neck_spec, seed)
-        scores = track_split(make_tracker(net, settings), data_root, split)
+        net, losses = train_search(settings, data_root, baseline_ckpt, neck_spec, seed, train_split)
+        scores = track_split(make_tracker(net, settings), data_root, split, limit)
     tail = losses[-max(1, len(losses) // 10) :]
     return {
         "fitness": scores["ao"],
