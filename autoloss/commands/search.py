@@ -1,9 +1,11 @@
-"""``autoloss search``: evolve losses on a detector or a cheap task, into a resumable run store.
+"""``autoloss search``: evolve losses on a detector or a cheap task, or the neck cell of a tracker,
+into a resumable run store.
 
 Every option is checked before anything is written: the run directory and its store are created
-only once the search can start. The defaults are those of the strategies' options dataclasses
-(shown in ``--help``); ``--demo`` overrides the budget with :data:`DEMO_BUDGET` unless an option
-is given explicitly.
+only once the search can start (a tracker's data, checkpoint and settings are checked before its
+baseline is trained). The defaults are those of the strategies' options dataclasses (shown in
+``--help``); ``--demo`` overrides the budget with :data:`DEMO_BUDGET` (:data:`DEMO_TRACKING_BUDGET`
+for a tracker) unless an option is given explicitly.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from autoloss.strategies.cse import CseOptions
 DEMO_BUDGET = {"population": 24, "generations": 2, "top_k": 2, "parents": 2, "max_mos": 4}
 DEMO_ITERS = {"proxy_iters": 200, "mos_iters": 30}
 DEMO_DETECTORS = {"faster_rcnn": "faster_rcnn_small", "fcos": "fcos_small"}
+# The tracking demo: 2 workers on 2 cores, MOS a few seconds, a proxy about 20 s.
+DEMO_TRACKING_BUDGET = {"population": 10, "generations": 4, "top_k": 3, "parents": 3, "mos_margin": 0.02}
 MAX_WORKERS = 256
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds must fit
 
@@ -37,14 +41,27 @@ def add_parser(commands) -> argparse.ArgumentParser:
     target.add_argument("--detector", help="an MMDetection proxy detector: faster_rcnn, fcos (R50-FPN, as in "
                                            "the paper), faster_rcnn_small, fcos_small (ResNet-18, 128 px, for "
                                            "CPUs), or the path of your own MMDetection config")
-    target.add_argument("--branch", choices=["cls", "reg"], default="cls",
+    target.add_argument("--branch", choices=["cls", "reg"],
                         help="the loss to search; the other keeps the config's (GIoU; CE or FL) (default: cls)")
     target.add_argument("--data", help="COCO-format dataset: annotations/instances_{train,val}*.json and the "
-                                       "image folders (without a val split, one is carved out of train)")
+                                       "image folders (without a val split, one is carved out of train); for "
+                                       "--tracker a root of GOT-10k-layout folders weights/ (training), verify/ "
+                                       "(MOS), holdout/ (the proxy's AO), test/ (autoloss evaluate), or a "
+                                       "GOT-10k download (train/ as weights, val/ for the rest)")
     target.add_argument("--demo", action="store_true",
                         help="generate a synthetic dataset and run a small search on the CPU variant of "
-                             "--detector (about 10 minutes on 2 cores)")
+                             "--detector (about 10 minutes on 2 cores), or of --tracker dimp_small (synthetic "
+                             "GOT-10k-layout sequences, the baseline tracker trained first; under 15 minutes)")
     target.add_argument("--task", choices=["noisy-digits"], help="a cheap built-in proxy task instead of a detector")
+    target.add_argument("--tracker", choices=["dimp_small", "dimp_r50"],
+                        help="search the neck cell of a DiMP-style tracker (CHASE): dimp_small (ResNet-18, CPU) "
+                             "or dimp_r50 (ResNet-50, GPUs; needs --backbone-checkpoint)")
+    target.add_argument("--backbone-checkpoint", metavar="FILE",
+                        help="--tracker: ResNet weights the baseline tracker's backbone starts from (ImageNet, "
+                             "MMDetection or pytracking layout; required for dimp_r50)")
+    target.add_argument("--tracker-option", action="append", metavar="KEY=VALUE",
+                        help="--tracker: override one tracking setting (autoloss.tracking.train.TrackingSettings, "
+                             "e.g. steps=200, or mos_steps / mos_sequences); repeatable")
     target.add_argument("--space", help="search space name or YAML file (default: cls_softmax or cls_sigmoid "
                                         "after the detector's head, reg)")
     iters = bounded_int("--proxy-iters", 1, 10**9)
@@ -85,7 +102,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     run.add_argument("--proxy-timeout", type=finite_positive("--proxy-timeout"),
                      help="seconds per proxy evaluation (default: 24 hours for a detector, whose proxy is an "
                           "epoch; 3600 for --task)")
-    run.add_argument("--out", help="run directory (default: runs/[demo-]<detector or task>-<branch>-<strategy>-seed<seed>)")
+    run.add_argument("--out", help="run directory (default: runs/[demo-]<detector or task>-<branch>-<strategy>-seed<seed>, "
+                                   "runs/[demo-]<tracker>-<strategy>-seed<seed>)")
     run.add_argument("--resume", action="store_true", help="continue the run stored in --out")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     search.set_defaults(handler=run_search)
@@ -104,7 +122,8 @@ def strategy_options(args: argparse.Namespace):
         if name not in names:
             raise UserError(f"--{name.replace('_', '-')} applies to --strategy cse, not {args.strategy}")
     if args.demo:
-        given = {**{k: v for k, v in DEMO_BUDGET.items() if k in names}, **given}
+        budget = DEMO_TRACKING_BUDGET if getattr(args, "tracker", None) else DEMO_BUDGET
+        given = {**{k: v for k, v in budget.items() if k in names}, **given}
     if "top_k" in names and "top_k" not in given and "population" in given:
         given["top_k"] = min(_D.top_k, given["population"])  # the default K, within a small population
     return cls(cls.Options(**given))
@@ -116,20 +135,34 @@ def run_search(args: argparse.Namespace) -> int:
     from autoloss.engine.progress import Progress
     from autoloss.engine.schedulers import SCHEDULERS
     from autoloss.engine.store import RunStore, StoreError
-    from autoloss.engine.study import Study
+    from autoloss.engine.study import Study, check_resume, run_config
 
-    if args.detector and args.task:
-        raise UserError("choose one of --task and --detector")
-    if args.demo and not args.detector:
-        raise UserError("--demo runs a detector search: add --detector faster_rcnn (or fcos)")
-    if not (args.task or args.detector):
+    if sum(1 for target in (args.detector, args.task, args.tracker) if target) > 1:
+        raise UserError("choose one of --task, --detector and --tracker")
+    if args.demo and not (args.detector or args.tracker):
+        raise UserError("--demo runs a detector or tracker search: add --detector faster_rcnn (or fcos), or "
+                        "--tracker dimp_small")
+    if not (args.task or args.detector or args.tracker):
         raise UserError("choose what to search on: --detector faster_rcnn|fcos|CONFIG (with --data DIR or "
-                        "--demo), or the cheap --task noisy-digits")
+                        "--demo), the cheap --task noisy-digits, or --tracker dimp_small|dimp_r50")
     if args.address and args.executor != "ray":
         raise UserError("--address applies to --executor ray")
+    if not args.tracker:
+        for option in ("backbone_checkpoint", "tracker_option"):
+            if getattr(args, option):
+                raise UserError(f"--{option.replace('_', '-')} applies to --tracker searches")
     strategy = strategy_options(args)
-    name = Path(args.detector).stem if args.detector else args.task
-    out = Path(args.out or f"runs/{'demo-' if args.demo else ''}{name}-{args.branch}-{args.strategy}-seed{args.seed}")
+    if args.tracker:
+        from autoloss.tracking import commands as tracking
+
+        tracking.check_search_args(args)
+        name = args.tracker
+        default_out = f"runs/{'demo-' if args.demo else ''}{name}-{args.strategy}-seed{args.seed}"
+    else:
+        args.branch = args.branch or "cls"
+        name = Path(args.detector).stem if args.detector else args.task
+        default_out = f"runs/{'demo-' if args.demo else ''}{name}-{args.branch}-{args.strategy}-seed{args.seed}"
+    out = Path(args.out or default_out)
     db = out / "run.sqlite"
     if out.exists() and not out.is_dir():
         raise UserError(f"cannot use {out} as the run directory: it exists and is not a directory")
@@ -141,12 +174,19 @@ def run_search(args: argparse.Namespace) -> int:
         _check_resumable(db)
     if args.task:
         problem, extra = _task_problem(args)
+    if args.tracker:
+        prepared = tracking.prepare_search(args)  # data, checkpoint and settings checked; nothing written
     out = writable_dir(out)
     lock = RunLock(out).acquire()
     try:
         if args.detector:
             problem, extra = _detection_problem(args, out)
+        if args.tracker:
+            problem, extra = tracking.search_problem(args, prepared, out)
         _check_problem(problem)
+        if args.resume:  # read-only: a store that cannot be resumed is left exactly as it was
+            with RunStore(db, readonly=True) as stored:
+                check_resume(stored, run_config(problem, strategy, args.seed, args.mode, extra), problem)
         store = RunStore(db)
         executor = make_executor(args.executor, workers=args.workers, address=args.address,
                                  start_method=problem.start_method)
@@ -161,14 +201,15 @@ def run_search(args: argparse.Namespace) -> int:
                 raise UserError(f"cannot resume {out} with different options: {exc}") from None
             result = SCHEDULERS[args.mode]().run(study, strategy)
             _print_result(result, problem, study)
+            failure = None if result.baseline is not None else _baseline_failure(study)
         finally:
             executor.close()
             store.close()
     finally:
         lock.release()
-    if result.baseline is None:
-        raise SearchFailed(f"the baseline ({_baseline_failure(study)}); fix that first: nothing it is compared "
-                           f"with means anything. Store: {db}")
+    if failure is not None:
+        raise SearchFailed(f"the baseline failed, so nothing else was evaluated: {failure} "
+                           f"(store: {db}; a resume retries a timeout or a crash)")
     return 0
 
 
@@ -180,13 +221,19 @@ def _check_resumable(db: Path) -> None:
     """A store to resume must be an intact run store with a config; checked read-only, untouched."""
     from autoloss.engine.store import RunStore
 
+    from autoloss.engine.store import StoreError
+
     if db.stat().st_size == 0:
         raise UserError(f"cannot resume: {db} is empty (zero bytes), not a run store; move it away to start anew")
-    with RunStore(db, readonly=True) as store:
-        if store.load_config() is None:
-            raise UserError(f"cannot resume: {db} holds no run config (the search never started)")
-        store.candidates()
-        store.verdicts()
+    try:
+        with RunStore(db, readonly=True) as store:
+            if store.load_config() is None:
+                raise UserError(f"cannot resume: {db} holds no run config (the search never started)")
+            store.candidates()
+            store.verdicts()
+            store.generations_summaries()
+    except StoreError as exc:
+        raise StoreError(str(exc) if str(db) in str(exc) else f"{db}: {exc}") from None
 
 
 def _check_problem(problem) -> None:
@@ -254,23 +301,30 @@ def _detection_problem(args: argparse.Namespace, out: Path):
 
 def _print_result(result, problem, study) -> None:
     representation, metric = problem.representation, problem.metric
+    noun = "cell" if representation.kind == "cell" else "loss"
     base = result.baseline.fitness if result.baseline else None
-    print(f"\nbest losses by {metric} ({result.proxy_evaluations} proxy evaluations this session; "
-          f"store: {study.store.path})")
+    print(f"\nbest {noun}{'s' if noun == 'cell' else 'es'} by {metric} ({result.proxy_evaluations} proxy evaluations "
+          f"this session; store: {study.store.path})")
+    if noun == "cell":
+        from autoloss.tracking.commands import evaluated_counts
+
+        print("  " + evaluated_counts(study.store, study.stages))
     if base is not None:
-        print(f"  baseline {metric} {base:.4f}  {result.baseline.genotype}")
+        print(f"  baseline {metric} {base:.4f}  {result.baseline.genotype}"
+              + ("  (the hand-designed neck)" if noun == "cell" else ""))
     else:
         print(f"  baseline: no {metric} ({_baseline_failure(study)})")
     found = [b for b in result.best if b.generation >= 0][:5]
     if not found:
         print("  no candidate finished its proxy evaluation")
     elif base is not None and found[0].fitness <= base:
-        print(f"  no candidate beat the baseline within this budget: the baseline remains the best loss "
+        print(f"  no candidate beat the baseline within this budget: the baseline remains the best {noun} "
               f"(a larger --population and more --generations search further)")
     for rank, item in enumerate(found, 1):
         delta = f" ({item.fitness - base:+.4f})" if base is not None else ""
         worse = "  [worse than the baseline]" if base is not None and item.fitness < base else ""
-        infix = representation.describe(representation.parse(item.genotype)).get("infix", "")
+        described = representation.describe(representation.parse(item.genotype))
+        infix = described.get("infix") or described.get("summary", "")
         print(f"  {rank}. {metric} {item.fitness:.4f}{delta}  gen {item.generation + 1}  {item.genotype}{worse}"
               + (f"\n       {infix}" if infix else ""))
 

@@ -10,6 +10,7 @@ genotype is beyond the :class:`~autoloss.engine.protocols.Representation` protoc
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -93,6 +94,36 @@ def failure_status(outcome: Outcome) -> str:
     return outcome.status if outcome.status in ("timeout", "crashed", "error") else "failed"
 
 
+def run_config(problem: Problem, strategy, seed: int, scheduler: str, extra_config: dict | None,
+               screening: list[str] | None = None) -> dict:
+    """The config stored with a run (a resume must match it): what is searched, how, and its pipeline."""
+    stages = strategy.stages(problem.timeouts)
+    if screening is None:
+        names = [gate.name for gate in strategy.cheap_gates(problem.representation.gates())]
+        screening = names[:1] + [DUPLICATE_GATE] + names[1:]
+    return {"representation": problem.representation.kind, "metric": problem.metric, "strategy": strategy.name,
+            "options": asdict(strategy.options), "scheduler": scheduler, "seed": seed, "task": problem.task,
+            **(extra_config or {}), "pipeline": screening + [s.name for s in stages],
+            "stages": [s.name for s in stages], "ranking": next(s.name for s in stages if s.ranks)}
+
+
+def check_resume(store, config: dict, problem: Problem) -> None:
+    """Refuse (before anything is written) to resume a store of another search: its config and its
+    baseline must be the ones this search makes. ``store`` may be read-only."""
+    from autoloss.engine.store import StoreError, _dumps, _first_difference
+
+    stored = store.load_config()
+    if stored is not None and _dumps(stored) != _dumps(config):
+        key = _first_difference(stored, json.loads(_dumps(config)))
+        raise StoreError(f"cannot resume {store.path} with different options: the stored run differs at {key!r}")
+    rep = problem.representation
+    expected = rep.key(rep.parse(problem.baseline) if problem.baseline else rep.initial())
+    for row in store.candidates(BASELINE_GENERATION):
+        if row.genotype != expected:
+            raise StoreError(f"{store.path}: its baseline is {row.genotype[:80]!r}, but this search starts from "
+                             f"{expected[:80]!r}: the store was written by another search or altered; not resumed")
+
+
 class Study:
     """Runs one search into a store; everything it learns is recorded the moment it is known."""
 
@@ -104,14 +135,10 @@ class Study:
         self.operators = problem.operators
         self.progress = progress or Progress(enabled=False)
         self.seed, self.retries = seed, retries
-        self.config = {"representation": self.representation.kind, "metric": problem.metric,
-                       "strategy": strategy.name, "options": asdict(strategy.options), "scheduler": scheduler,
-                       "seed": seed, "task": problem.task, **(extra_config or {})}
         self.stages: list[Stage] = strategy.stages(problem.timeouts)
         self.ranking = next(s for s in self.stages if s.ranks)
         self.gates: list[Gate] = strategy.cheap_gates(self.representation.gates())
-        self.config.update(pipeline=self.screening_steps() + [s.name for s in self.stages],
-                           stages=[s.name for s in self.stages], ranking=self.ranking.name)
+        self.config = run_config(problem, strategy, seed, scheduler, extra_config, self.screening_steps())
         store.save_config(self.config)
         self.duplicates = Duplicates(store, BASELINE_GENERATION)
         self.evaluations = 0  # ranking-stage evaluations run in this session
