@@ -1,0 +1,1 @@
+"""Benchmark bookkeeping shared by scripts/benchmark_*.py and their tests."""

@@ -1,0 +1,129 @@
+"""Tests for autoloss.bench.table5: the time-to-quality bookkeeping of the Table 5 benchmark."""
+
+import math
+import random
+
+import pytest
+
+from autoloss.bench import table5
+from autoloss.bench.table5 import best_curve, proxy_events, ranks, spearman, stage_events, time_to_quality
+from autoloss.engine import store as store_module
+from autoloss.engine.store import RunStore
+
+
+class Clock:
+    """A settable stand-in for the store's ``time`` module."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def hand_made(tmp_path, monkeypatch):
+    """A store written by hand, with known timestamps: baseline, clones, a duplicate, a failure."""
+    clock = Clock(1000.0)
+    monkeypatch.setattr(store_module, "time", clock)
+    store = RunStore(tmp_path / "run.sqlite")
+
+    def candidate(generation, index, genotype, fingerprint, at):
+        clock.now = at
+        cid = store.add_candidate(generation, index, genotype)
+        store.set_fingerprint(cid, fingerprint)
+        return cid
+
+    def verdict(cid, gate, passed, fitness=None, at=0.0, status="ok", seconds=1.0):
+        clock.now = at
+        store.add_verdict(cid, gate, passed, "", {"fitness": fitness}, status, seconds)
+
+    base = candidate(-1, 0, "CE", "f-ce", 1000.0)
+    verdict(base, "proxy", True, 0.75, at=1005.0)
+    a = candidate(0, 0, "A", "f-a", 1010.0)  # the search starts here
+    dup = candidate(0, 1, "A2", "f-a", 1010.0)
+    clone = candidate(0, 2, "CE2", "f-ce", 1010.0)  # trains like the baseline
+    bad = candidate(0, 3, "BAD", "f-bad", 1010.0)
+    b = candidate(0, 4, "B", "f-b", 1010.0)
+    reused = candidate(0, 5, "C", "f-c", 1010.0)
+    late = candidate(1, 0, "D", "f-d", 1030.0)
+    verdict(a, "equivalence", True, at=1010.5)
+    verdict(dup, "equivalence", False, at=1010.5)
+    verdict(dup, "proxy", True, 0.99, at=1011.0)  # a duplicate's result is never counted
+    verdict(clone, "equivalence", True, at=1010.5)
+    verdict(clone, "proxy", True, 0.99, at=1012.0)  # nor a clone of the baseline's function
+    for cid, mos in ((a, 0.7), (bad, 0.2), (b, 0.9)):
+        verdict(cid, "mos", True, mos, at=1011.0, seconds=0.1)
+    verdict(a, "proxy", True, 0.80, at=1014.0)
+    verdict(bad, "proxy", False, None, at=1016.0, status="diverged")
+    verdict(reused, "proxy", True, 0.99, at=1017.0, seconds=0.0)  # taken from another candidate, not run
+    verdict(b, "proxy", True, 0.96, at=1020.0)
+    verdict(late, "mos", True, 0.5, at=1031.0, seconds=0.1)
+    verdict(late, "proxy", True, 0.90, at=1040.0)
+    yield store
+    store.close()
+
+
+def test_proxy_events_count_each_function_once(hand_made):
+    events = proxy_events(hand_made)
+    assert [e.genotype for e in events] == ["A", "BAD", "B", "D"]  # in finishing order
+    assert [e.fitness for e in events] == [0.80, None, 0.96, 0.90]
+    assert [e.genotype for e in stage_events(hand_made, "mos")] == ["A", "BAD", "B", "D"]
+
+
+def test_time_to_quality_when_reached(hand_made):
+    reach = time_to_quality(hand_made, 0.95)
+    assert reach.reached and not reach.lower_bound
+    assert reach.proxy_evaluations == 3  # A, the diverged one, B: a failed evaluation still costs one
+    assert reach.mos_evaluations == 3  # D's MOS came after
+    assert reach.seconds == pytest.approx(1020.0 - 1010.0)  # from the first searched candidate
+    assert (reach.best, reach.genotype) == (0.96, "B")
+    assert reach.shown("proxy_evaluations") == "3"
+    first = time_to_quality(hand_made, 0.8)
+    assert (first.proxy_evaluations, first.mos_evaluations, first.genotype) == (1, 3, "A")
+
+
+def test_time_to_quality_lower_bound_when_never_reached(hand_made):
+    reach = time_to_quality(hand_made, 0.97)  # only duplicates, a clone and a reused result got there
+    assert not reach.reached and reach.lower_bound
+    assert reach.proxy_evaluations == 4 and reach.mos_evaluations == 4
+    assert reach.seconds == pytest.approx(1040.0 - 1010.0)  # the whole run
+    assert reach.best == 0.96
+    assert reach.shown("proxy_evaluations") == ">4" and reach.shown("seconds", 1) == ">30.0"
+
+
+def test_best_curve_is_the_running_best(hand_made):
+    assert best_curve(hand_made) == [(1, 4.0, 0.80), (2, 6.0, 0.80), (3, 10.0, 0.96), (4, 30.0, 0.96)]
+
+
+def test_store_without_searched_candidates(tmp_path):
+    with RunStore(tmp_path / "empty.sqlite") as store:
+        store.add_candidate(-1, 0, "CE")
+        with pytest.raises(ValueError, match="no searched candidates"):
+            time_to_quality(store, 0.5)
+
+
+def test_ranks_share_ties():
+    assert ranks([10, 20, 20, 5]) == [2.0, 3.5, 3.5, 1.0]
+
+
+def test_spearman_on_known_data():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # d = (0, 0, -1, 1, 0): 1 - 6 * 2 / (5 * 24) = 0.9
+    assert spearman([1, 2, 3, 4, 5], [1, 2, 4, 3, 5]) == pytest.approx(0.9)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(spearman([1], [2]))
+    with pytest.raises(ValueError):
+        spearman([1, 2], [1])
+
+
+def test_spearman_matches_scipy_with_ties():
+    stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(3)
+    for _ in range(20):
+        n = rng.randint(3, 40)
+        x = [rng.choice([0.1, 0.2, 0.3, rng.random()]) for _ in range(n)]
+        y = [a + rng.gauss(0, 0.2) if rng.random() < 0.7 else rng.choice([0.0, 1.0]) for a in x]
+        expected = stats.spearmanr(x, y).correlation
+        got = table5.spearman(x, y)
+        assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected, abs=1e-12)
