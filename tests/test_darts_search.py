@@ -45,9 +45,18 @@ def tiny_data(root: Path) -> Path:
     return train_baseline(tiny_settings(), root, root / "baseline.pt")
 
 
-def run_search(out: Path, data: Path, strategy: str, epochs: int = 2, seeds: int = 2, workers: int = 2, **extra):
-    """A tiny search with ``strategy`` into ``out/run.sqlite`` (resumed when the store exists)."""
+def executor(workers: int = 2):
+    """Forked workers (they inherit the imports: no start-up cost in a test; the CLI spawns)."""
     from autoloss.engine.executors import LocalExecutor
+    import autoloss.strategies.darts  # noqa: F401
+    import autoloss.tracking.supernet_model  # noqa: F401
+
+    return LocalExecutor(workers=workers, context="fork")
+
+
+def run_search(out: Path, data: Path, strategy: str, epochs: int = 2, seeds: int = 2, workers: int = 2,
+               pool=None, **extra):
+    """A tiny search with ``strategy`` into ``out/run.sqlite`` (resumed when the store exists)."""
     from autoloss.engine.registry import strategy as strategy_class
     from autoloss.engine.study import Study
     from autoloss.tracking.problem import tracking_problem
@@ -59,12 +68,13 @@ def run_search(out: Path, data: Path, strategy: str, epochs: int = 2, seeds: int
                "eigenvalue_iterations": 4, **extra}
     chosen = cls(cls.Options(**options))
     store = RunStore(out / "run.sqlite")
-    executor = LocalExecutor(workers=workers, context="spawn")
+    workers_ = pool or executor(workers)
     try:
-        study = Study(problem, chosen, store, executor, seed=0, scheduler=chosen.scheduler.name)
+        study = Study(problem, chosen, store, workers_, seed=0, scheduler=chosen.scheduler.name)
         return chosen.scheduler().run(study, chosen), store
     finally:
-        executor.close()
+        if pool is None:
+            workers_.close()
 
 
 def derived(store) -> dict[tuple[int, int], object]:
@@ -80,14 +90,34 @@ def data(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def workers():
+    pool = executor(2)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data, workers):
+    """One tiny search (2 seeds, 2 epochs) per strategy: strategy -> (run dir, result)."""
+    root = tmp_path_factory.mktemp("darts-runs")
+    done = {}
+    for strategy in ("darts", "darts2", "ms-darts"):
+        result, store = run_search(root / strategy, data, strategy, epochs=2, seeds=2, pool=workers)
+        store.close()
+        done[strategy] = (root / strategy, result)
+    return done
+
+
 @pytest.mark.parametrize("strategy", ["darts", "darts2", "ms-darts"])
-def test_a_tiny_search_records_each_epochs_derived_cell_and_ranks_the_chosen_ones(tmp_path, data, strategy):
+def test_a_tiny_search_records_each_epochs_derived_cell_and_ranks_the_chosen_ones(runs, strategy):
     from autoloss.cell.genotype import parse_genotype
     from autoloss.differentiable.derive import count_skips, derive_genotype
 
     import torch
 
-    result, store = run_search(tmp_path / strategy, data, strategy, epochs=2, seeds=2)
+    out, result = runs[strategy]
+    store = RunStore(out / "run.sqlite", readonly=True)
     config = store.load_config()
     assert config["strategy"] == strategy and config["representation"] == "cell"
     verdicts = derived(store)
@@ -116,13 +146,13 @@ def test_a_tiny_search_records_each_epochs_derived_cell_and_ranks_the_chosen_one
     assert all(0 <= v.metrics["fitness"] <= 1 for v in proxied)
     assert result.baseline is not None and result.best
     assert sorted(store.finished_generations()) == [0, 1]
-    assert Path(tmp_path / strategy / "work" / strategy / "seed-1.pt").is_file()
+    assert Path(out / "work" / strategy / "seed-1.pt").is_file()
     store.close()
 
 
-def test_early_stopping_ends_a_seed_after_its_patience(tmp_path, data):
-    _, store = run_search(tmp_path / "stop", data, "darts", epochs=4, seeds=1, workers=1, patience=1,
-                          eigenvalue=False)
+def test_early_stopping_ends_a_seed_after_its_patience(tmp_path, data, workers):
+    _, store = run_search(tmp_path / "stop", data, "darts", epochs=4, seeds=1, patience=1, eigenvalue=False,
+                          pool=workers)
     verdicts = derived(store)
     epochs = sorted(e for e, _ in verdicts)
     losses = [verdicts[(e, 0)].metrics["cell_holdout"] for e in epochs]
@@ -141,11 +171,10 @@ def _weights(store) -> dict:
     return {key: v.metrics["weights"] for key, v in derived(store).items()}
 
 
-def test_a_sigkilled_search_resumes_to_the_same_alphas(tmp_path, data):
-    command = [sys.executable, str(HERE), None, str(data), "--strategy", "darts2", "--epochs", "3", "--seeds", "2"]
-    reference = subprocess.run([*command[:2], str(tmp_path / "ref"), *command[3:]], capture_output=True, text=True,
-                               timeout=600)
-    assert reference.returncode == 0, reference.stderr[-2000:]
+def test_a_sigkilled_search_resumes_to_the_same_alphas(tmp_path, data, workers):
+    command = [sys.executable, str(HERE), None, str(data), "--strategy", "darts2", "--epochs", "2", "--seeds", "2"]
+    _, reference = run_search(tmp_path / "ref", data, "darts2", epochs=2, seeds=2, pool=workers)
+    reference.close()
     out = tmp_path / "killed"
     proc = subprocess.Popen([*command[:2], str(out), *command[3:]], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -159,28 +188,25 @@ def test_a_sigkilled_search_resumes_to_the_same_alphas(tmp_path, data):
                     done = len(store.verdicts(gate="derived"))
             except Exception:  # noqa: BLE001 (the store is being created)
                 continue
-            if done >= 3:  # mid-search: epoch 2 of one seed recorded, the other seed's running or not
+            if done >= 1:  # mid-search: an epoch recorded, others running
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 break
     assert proc.returncode == -signal.SIGKILL, "finished before it could be killed"
     with RunStore(db, readonly=True) as store:
-        assert 3 <= len(store.verdicts(gate="derived")) < 6
+        assert 1 <= len(store.verdicts(gate="derived")) < 4
     resumed = subprocess.run([*command[:2], str(out), *command[3:]], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     with RunStore(tmp_path / "ref" / "run.sqlite", readonly=True) as a, RunStore(db, readonly=True) as b:
-        assert len(_weights(a)) == 6 and _weights(a) == _weights(b)  # every epoch's alphas, exactly
+        assert len(_weights(a)) == 4 and _weights(a) == _weights(b)  # every epoch's alphas, exactly
         assert [(c.generation, c.index, c.genotype) for c in a.candidates()] == \
                [(c.generation, c.index, c.genotype) for c in b.candidates()]
 
 
-def test_the_report_of_a_differentiable_run_draws_the_per_epoch_figures(tmp_path, data):
+def test_the_report_of_a_differentiable_run_draws_the_per_epoch_figures(runs, tmp_path):
     from autoloss.report import write_report
 
-    out = tmp_path / "report-run"
-    _, store = run_search(out, data, "ms-darts", epochs=2, seeds=2)
-    store.close()
-    written = write_report(out)
+    written = write_report(runs["ms-darts"][0], tmp_path / "report")
     text = written["report"].read_text()
     for name in ("holdout_losses", "skip_connections", "eigenvalue", "alpha_final"):
         assert written["figures"][name].stat().st_size > 0
