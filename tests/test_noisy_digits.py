@@ -123,3 +123,34 @@ def test_confidence_stand_in_for_the_iou():
     assert 0.1 < sigmoid["fitness"] <= 1.0
     with pytest.raises(UserError, match="iou must be one of one, confidence"):
         NoisyDigitsTask(iou="box")
+
+
+def test_holdout_split_is_carved_out_of_the_test_split_only():
+    plain, held = load_data(0.4, 0), load_data(0.4, 0, 0.4)
+    assert len(held.x_holdout) == 216 and len(held.x_test) == 324 and len(plain.x_holdout) == 0
+    assert torch.equal(held.x_train, plain.x_train) and torch.equal(held.y_train, plain.y_train)
+    assert torch.equal(held.x_val, plain.x_val) and torch.equal(held.x_verify, plain.x_verify)
+    together = torch.cat([held.x_test, held.x_holdout])
+    assert sorted(map(tuple, together.tolist())) == sorted(map(tuple, plain.x_test.tolist()))
+    assert torch.bincount(held.y_holdout, minlength=10).min() >= 20  # stratified
+
+
+def test_test_stage_scores_the_held_out_split():
+    task = NoisyDigitsTask(steps=60, holdout=0.4)
+    result = task.evaluate(CE, "test", seed=5)
+    assert result["stage"] == "test" and 0.1 < result["fitness"] <= 1.0
+    assert task.evaluate(CE, "test", seed=5)["fitness"] == result["fitness"]
+    with pytest.raises(ValueError, match="set holdout > 0"):
+        NoisyDigitsTask(steps=60).evaluate(CE, "test", seed=5)
+
+
+def test_mos_options_and_stored_settings():
+    assert "holdout" not in NoisyDigitsTask().to_dict()  # a run stored before these options still resumes
+    task = NoisyDigitsTask(mos_lr=0.02, verify_per_class=30, holdout=0.2)
+    assert NoisyDigitsTask.from_dict(json.loads(json.dumps(task.to_dict()))) == task
+    assert len(load_data(0.4, 0, 0.0, 30).x_verify) == 300
+    slow, fast = NoisyDigitsTask(mos_steps=20), NoisyDigitsTask(mos_steps=20, mos_lr=0.05)
+    assert slow.evaluate(CE, "mos", seed=0)["fitness"] != fast.evaluate(CE, "mos", seed=0)["fitness"]
+    for bad in ({"mos_lr": 0}, {"holdout": 0.9}, {"verify_per_class": 0}, {"verify_per_class": 2.5}):
+        with pytest.raises(UserError):
+            NoisyDigitsTask(**bad)

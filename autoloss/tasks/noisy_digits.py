@@ -12,7 +12,12 @@ one-image-per-class D_verify.
 A one-hidden-layer MLP (64 -> ``hidden`` -> 10, float32, Adam) is trained with the candidate loss:
 
 * ``stage="proxy"``: ``steps`` steps on the noisy training split; fitness = clean test accuracy.
-* ``stage="mos"``: ``mos_steps`` steps on the verify subset; score = clean validation accuracy.
+* ``stage="mos"``: ``mos_steps`` steps (learning rate ``mos_lr``, default ``lr``) on the verify
+  subset (``verify_per_class`` images per class); score = clean validation accuracy.
+* ``stage="test"`` (only with ``holdout`` > 0): trained as the proxy, scored on the held-out split,
+  that share of the test split (stratified) which the proxy then no longer scores; the search never
+  sees it, so a found loss can be checked on it afterwards. ``holdout=0`` (the default) keeps the
+  split above.
 
 Loss inputs, by role (the names come from the space): logits X (B x 10, no background column), the
 one-hot noisy target Y, and the IoU stand-in W. With ``iou="one"`` (the default) every sample is a
@@ -71,7 +76,7 @@ NUM_CLASSES = 10
 TEST_FRACTION = 0.3
 VAL_FRACTION = 0.15
 VERIFY_PER_CLASS = 20
-STAGES = ("proxy", "mos")
+STAGES = ("proxy", "mos", "test")  # "test": retrain as the proxy, score on the held-out split
 MODES = ("softmax", "sigmoid")
 IOU_STAND_INS = ("one", "confidence")
 
@@ -93,6 +98,8 @@ class DigitsData:
     y_val: torch.Tensor  # clean
     x_test: torch.Tensor
     y_test: torch.Tensor  # clean
+    x_holdout: torch.Tensor  # clean; carved out of the test split, empty unless ``holdout`` > 0
+    y_holdout: torch.Tensor
 
 
 def symmetric_noise(labels: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
@@ -103,8 +110,13 @@ def symmetric_noise(labels: np.ndarray, noise: float, rng: np.random.Generator) 
 
 
 @lru_cache(maxsize=8)
-def load_data(noise: float, data_seed: int) -> DigitsData:
-    """The split and the noisy labels, built once per process for each (noise, data_seed)."""
+def load_data(noise: float, data_seed: int, holdout: float = 0.0, verify_per_class: int = VERIFY_PER_CLASS) -> DigitsData:
+    """The split and the noisy labels, built once per process for each setting.
+
+    ``holdout`` > 0 carves that share of the test split (stratified, seeded by ``data_seed``) into
+    a held-out split that no search stage sees; the training, validation and verify data and the
+    noise do not change with it.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -117,11 +129,16 @@ def load_data(noise: float, data_seed: int) -> DigitsData:
         x_rest, y_rest, test_size=VAL_FRACTION, stratify=y_rest, random_state=data_seed + 1)
     rng = np.random.default_rng(data_seed)
     y_noisy = symmetric_noise(y_train, noise, rng)
-    verify = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y_train == c))[:VERIFY_PER_CLASS]
+    verify = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y_train == c))[:verify_per_class]
                                      for c in range(NUM_CLASSES)]))
+    if holdout > 0:
+        x_test, x_holdout, y_test, y_holdout = train_test_split(
+            x_test, y_test, test_size=holdout, stratify=y_test, random_state=data_seed + 2)
+    else:
+        x_holdout, y_holdout = x_test[:0], y_test[:0]
     t = torch.from_numpy
     return DigitsData(t(x_train), t(y_noisy), t(y_train), t(x_train[verify]), t(y_noisy[verify]),
-                      t(x_val), t(y_val), t(x_test), t(y_test))
+                      t(x_val), t(y_val), t(x_test), t(y_test), t(x_holdout), t(y_holdout))
 
 
 @lru_cache(maxsize=16)
@@ -142,6 +159,9 @@ class NoisyDigitsTask:
     lr: float = 0.005  # Adam
     data_seed: int = 0  # split + noise
     iou: str = "one"  # the IoU stand-in W: "one" (a perfect box) or "confidence" (detached p of the label)
+    holdout: float = 0.0  # share of the test split kept out of every search stage (the "test" stage scores it)
+    mos_lr: float | None = None  # Adam learning rate of the MOS (None: ``lr``)
+    verify_per_class: int = VERIFY_PER_CLASS  # training images per class in the MOS's verify subset
 
     def __post_init__(self):
         if not 0.0 <= self.noise < 1.0:
@@ -154,6 +174,13 @@ class NoisyDigitsTask:
             raise UserError(f"noisy digits: iou must be one of {', '.join(IOU_STAND_INS)}, got {self.iou!r}")
         if not self.lr > 0:
             raise UserError(f"noisy digits: lr must be positive, got {self.lr}")
+        if self.mos_lr is not None and not self.mos_lr > 0:
+            raise UserError(f"noisy digits: mos_lr must be positive, got {self.mos_lr}")
+        if not 0.0 <= self.holdout <= 0.8:
+            raise UserError(f"noisy digits: holdout must be in [0, 0.8], got {self.holdout}")
+        value = self.verify_per_class
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 50:
+            raise UserError(f"noisy digits: verify_per_class must be an integer in 1..50, got {value!r}")
         space = self.load_space()
         if space.mode not in MODES:
             raise UserError(f"noisy digits: space '{space.name}' is a {space.mode} space; "
@@ -163,7 +190,13 @@ class NoisyDigitsTask:
         return _space(str(self.space))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as plain data; the later options are left out at their defaults, so the
+        stored task of a run started before they existed still matches on resume."""
+        d = asdict(self)
+        for name, default in _LATER_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "NoisyDigitsTask":
@@ -183,18 +216,24 @@ class NoisyDigitsTask:
             raise ValueError(f"unknown stage '{stage}': expected one of {', '.join(STAGES)}")
         space = self.load_space()
         loss_fn = compile_loss(parse(expression, space), space.output)
-        data = load_data(float(self.noise), int(self.data_seed))
+        if stage == "test" and not self.holdout > 0:
+            raise ValueError("the 'test' stage scores the held-out split: set holdout > 0")
+        data = load_data(float(self.noise), int(self.data_seed), float(self.holdout), int(self.verify_per_class))
+        lr = self.lr
         if stage == "proxy":
             split = (data.x_train, data.y_train, data.x_test, data.y_test, self.steps)
+        elif stage == "test":
+            split = (data.x_train, data.y_train, data.x_holdout, data.y_holdout, self.steps)
         else:
             split = (data.x_verify, data.y_verify, data.x_val, data.y_val, self.mos_steps)
+            lr = self.mos_lr or self.lr
         threads = torch.get_num_threads()
         start = time.perf_counter()
         torch.set_num_threads(1)
         try:
             with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
                 torch.manual_seed(int(seed))  # one start for all: equal functions score equally
-                final_loss, fitness = self._train(space, loss_fn, int(seed), *split)
+                final_loss, fitness = self._train(space, loss_fn, int(seed), lr, *split)
         finally:
             torch.set_num_threads(threads)
         return {"fitness": fitness, "stage": stage, "steps": split[-1], "final_loss": final_loss,
@@ -209,11 +248,11 @@ class NoisyDigitsTask:
                 return target * torch.sigmoid(logits)
             return (torch.softmax(logits, dim=1) * target).sum(dim=1, keepdim=True)
 
-    def _train(self, space, loss_fn, seed, x, y, x_eval, y_eval, steps) -> tuple[float, float]:
+    def _train(self, space, loss_fn, seed, lr, x, y, x_eval, y_eval, steps) -> tuple[float, float]:
         model = torch.nn.Sequential(
             torch.nn.Linear(x.shape[1], self.hidden, dtype=torch.float32), torch.nn.ReLU(),
             torch.nn.Linear(self.hidden, NUM_CLASSES, dtype=torch.float32))
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         logits_name, target_name, iou_name = (space.input_for(r).name for r in ("logits", "target", "iou"))
         sigmoid = space.mode == "sigmoid"
         generator = torch.Generator().manual_seed(seed)
@@ -238,6 +277,9 @@ class NoisyDigitsTask:
         with torch.no_grad():
             accuracy = (model(x_eval).argmax(dim=1) == y_eval).float().mean().item()
         return loss_value, accuracy
+
+
+_LATER_DEFAULTS = {"holdout": 0.0, "mos_lr": None, "verify_per_class": VERIFY_PER_CLASS}
 
 
 def evaluate(task: dict, expression: str, stage: str, seed: int) -> dict:
