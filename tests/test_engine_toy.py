@@ -17,7 +17,7 @@ import pytest
 import toy
 from autoloss.engine.executors import LocalExecutor
 from autoloss.engine.lock import RunLock
-from autoloss.engine.protocols import Proposal
+from autoloss.engine.protocols import Proposal, Stage, Verdict
 from autoloss.engine.schedulers import run_search
 from autoloss.engine.store import RunStore, StoreError
 from autoloss.errors import UserError
@@ -237,3 +237,74 @@ def test_one_process_per_run_directory(tmp_path):
         holder.kill()
         holder.wait()
     RunLock(tmp_path).acquire().release()  # the dead holder's lock is taken over
+
+
+# ---------------------------------------------------------------------------- a differentiable strategy
+
+
+class RelaxedBits:
+    """A test double of a differentiable strategy: continuous weights, one derived genotype per epoch.
+
+    Each epoch its "architect" moves the continuous weights (one probability per bit) along the
+    gradient of a smooth relaxation of the fitness, derives the discrete genotype (bit i set when
+    p_i > 1/2), writes it through the engine as a candidate of generation ``epoch`` with a
+    ``derived`` verdict holding the epoch's metrics, and keeps its state in the store, so a resume
+    continues from it. The last derived genotype is evaluated on the ranking stage like a bred one.
+    """
+
+    name = "relaxed"
+
+    def __init__(self, epochs: int = 4, lr: float = 0.3):
+        self.options = toy.HillOptions(population=1, generations=epochs)
+        self.epochs, self.lr = epochs, lr
+
+    def cheap_gates(self, gates):
+        return list(gates)
+
+    def stages(self, timeouts):
+        return [Stage("full", 60.0, ranks=True)]
+
+    def scheduler(self):
+        return RelaxedScheduler()
+
+
+class RelaxedScheduler:
+    name = "relaxed-epochs"
+
+    def run(self, study, strategy):
+        from autoloss.engine.study import SearchResult
+
+        baseline = study.baseline()
+        weights = study.store.get_state("relaxed.weights", [0.45] * toy.BITS)
+        start = study.store.get_state("relaxed.epoch", 0)
+        for epoch in range(start, strategy.epochs):
+            weights = [min(1.0, p + strategy.lr * (1.0 if i < toy.USED else 0.0) * (1 - p)) for i, p in enumerate(weights)]
+            derived = "".join("1" if p > 0.5 else "0" for p in weights)
+            row = study.add_candidate(epoch, 0, Proposal(derived, (), "derived"))
+            study.record(row, Verdict("derived", True, f"epoch {epoch + 1}", {"mean_weight": sum(weights) / len(weights)}))
+            study.store.set_state("relaxed.weights", weights)
+            study.store.set_state("relaxed.epoch", epoch + 1)
+        final = study.store.candidates(strategy.epochs - 1)[0]
+        study.evaluate([final], study.ranking)
+        return SearchResult(study.hall_of_fame(3), baseline, study.evaluations)
+
+
+def test_a_differentiable_strategy_fits_the_same_engine(tmp_path):
+    from autoloss.engine.study import Study
+
+    store = RunStore(tmp_path / "run.sqlite")
+    executor = LocalExecutor(workers=1)
+    strategy = RelaxedBits()
+    try:
+        study = Study(toy.problem(), strategy, store, executor, seed=0, scheduler="relaxed-epochs")
+        result = strategy.scheduler().run(study, strategy)
+    finally:
+        executor.close()
+    assert [len(store.candidates(e)) for e in range(strategy.epochs)] == [1] * strategy.epochs
+    assert all(store.verdict(store.candidates(e)[0].id, "derived").passed for e in range(strategy.epochs))
+    assert result.best[0].genotype.startswith("1" * toy.USED) and result.best[0].fitness == 1.0
+    assert store.get_state("relaxed.epoch") == strategy.epochs
+    from autoloss.engine.runs import open_run
+
+    record = open_run(tmp_path)
+    assert record.best("full", 1)[0][0].genotype == result.best[0].genotype  # readers see it like a bred one

@@ -6,7 +6,8 @@ worker falls idle. A job that raises, runs past its timeout or kills its worker 
 failed :class:`~autoloss.timelimit.Outcome` with the reason; the search goes on.
 
 - :class:`LocalExecutor`: worker processes on this machine (one per GPU when GPUs exist, each pinned
-  to its GPU with CUDA_VISIBLE_DEVICES), hard timeouts by killing the worker.
+  to its GPU with CUDA_VISIBLE_DEVICES; each with an equal share of the CPU threads), hard timeouts
+  by killing the worker.
 - :class:`RayExecutor`: one Ray task per evaluation (``num_gpus``, retries, per-task timeout, a
   cluster address or a local cluster). Ray is an optional extra: ``pip install 'autoloss[ray]'``.
 """
@@ -14,8 +15,10 @@ failed :class:`~autoloss.timelimit.Outcome` with the reason; the search goes on.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator
 
 from autoloss.errors import UserError
@@ -55,8 +58,21 @@ def visible_gpus() -> int:
         return 0
 
 
-def _pin_gpu(slot: int) -> None:
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
+def _setup_worker(slot: int, gpus: int = 0, threads: int = 0) -> None:
+    """In a new worker: its own GPU (where there is one per worker) and its share of the CPU threads."""
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
+    if threads > 0:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(threads)
+        if "torch" in sys.modules:  # a forked worker: torch is loaded already
+            sys.modules["torch"].set_num_threads(threads)
+
+
+def cpu_share(workers: int) -> int:
+    """Each of ``workers`` local workers gets an equal share of this machine's cores (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(workers, 1))
 
 
 class LocalExecutor:
@@ -67,8 +83,9 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None, context: str | None = None):
         gpus = visible_gpus()
         self.workers = workers or max(gpus, 1)
-        self._pool = TimeLimitedPool(self.workers, context=context,
-                                     initializer=_pin_gpu if gpus and self.workers <= gpus else None)
+        self.threads = cpu_share(self.workers)
+        setup = partial(_setup_worker, gpus=gpus if gpus and self.workers <= gpus else 0, threads=self.threads)
+        self._pool = TimeLimitedPool(self.workers, context=context, initializer=setup)
 
     def stream(self, items: Iterable[Any], timeout: float, fn: Callable[[Any], Any] = run_job,
                on_wait: Callable[[], None] | None = None, poll: float = WAIT_POLL) -> Iterator[tuple[int, Any, Outcome]]:
