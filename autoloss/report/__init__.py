@@ -50,6 +50,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, top: in
             if formulas.draw(row.genotype, out / name, title=f"rank {rank}: generation {row.generation + 1} #{row.index}"):
                 pictures[row.genotype] = name
                 written[f"{getattr(formulas, 'noun', 'candidate')}_{rank}"] = out / name
+    text = render(run, formulas, pictures)
+    from autoloss.report import differentiable
+
+    if differentiable.is_differentiable_run(record):  # darts, darts2, ms-darts: the per-epoch measures
+        written.update(differentiable.draw(record, out))
+        text = text.rstrip("\n") + "\n\n" + differentiable.markdown(record)
     report = out / "report.md"
-    report.write_text(render(run, formulas, pictures), encoding="utf-8")
+    report.write_text(text, encoding="utf-8")
     return {"report": report, "figures": written, "notes": run.notes + ([formulas.problem] if formulas.problem else [])}
