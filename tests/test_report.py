@@ -150,6 +150,9 @@ def test_funnel_table_equals_the_store(cse_run):
             assert cell == ("-" if counts is None else f"{counts['in']} / {counts['failed']}"), (generation, gate)
     assert "| 1 | 8 | 8 / 1 | 7 / 1 | 6 / 2 | 4 / 2 | 2 / 0 | 0 | finished |" in cse_run["md"]
     assert "| 3 | 8 | 8 / 1 | 7 / 1 | 6 / 2 | - | - | 4 | unfinished |" in cse_run["md"]
+    # the duplicate check's column: how many duplicates each generation removed
+    assert "| generation | bred | validity | duplicates | convergence | MOS | proxy |" in section
+    assert "duplicates removed" in section
 
 
 def test_fitness_summary_and_baseline(cse_run):

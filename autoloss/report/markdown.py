@@ -183,7 +183,9 @@ def _funnel(run: Run) -> list[str]:
              "MOS score or outside the top K, and its failed trainings). For the proxy, *in / failed*: the "
              "candidates trained on the proxy and those whose training failed. 'not evaluated further': "
              "passed every gate they met but went no further (the per-generation MOS cap, or a run stopped "
-             "mid-generation).", ""]
+             "mid-generation). The *duplicates* column's second number: the duplicates removed that "
+             "generation, candidates that train like one already evaluated (the baseline included), never "
+             "evaluated again.", ""]
     if not run.generations:
         return lines + ["No generation bred yet.", ""]
     gates = list(run.gates) or run.pipeline[:1]
@@ -306,7 +308,9 @@ def render(run: Run, formulas: Formulas, pictures: dict[str, str] | None = None)
                         f"scored proxy {run.metric} {_f(fitness)}{delta}, generation {best[0].generation + 1}: "
                         f"{shown}.")
         else:
-            head.append(f"Best found: proxy {run.metric} {_f(fitness)}{delta}, generation "
+            kind = run.config.get("representation") or "loss"
+            noun = kind if kind in ("loss", "cell") else "candidate"
+            head.append(f"Best {noun} found: proxy {run.metric} {_f(fitness)}{delta}, generation "
                         f"{best[0].generation + 1}: {shown}.")
     head.append("")
     notes = list(run.notes) + ([formulas.problem] if formulas.problem else [])
