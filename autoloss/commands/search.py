@@ -92,6 +92,34 @@ def add_parser(commands) -> argparse.ArgumentParser:
     evo.add_argument("--max-evaluations", type=count,
                      help="stop once this many proxy evaluations are stored (default: no cap)")
     evo.add_argument("--seed", type=bounded_int("--seed", 0, MAX_SEED), default=0)
+    diff = search.add_argument_group("differentiable search (--strategy darts, darts2, ms-darts; --tracker)")
+    diff.add_argument("--epochs", type=count, help="epochs per seed (default: 70, CHASE's)")
+    diff.add_argument("--seeds", type=count, help="independent searches, one worker each; the winner by hold-out "
+                                                  "loss (default: 3)")
+    diff.add_argument("--warmup", type=finite_float("--warmup", 0, 0.999),
+                      help="share of the epochs before alpha is updated (default: 10/70)")
+    diff.add_argument("--skip-dropout", type=finite_float("--skip-dropout", 0, 0.999),
+                      help="dropout after skip connections at the first epoch, decaying to 0 (default: 0.6)")
+    diff.add_argument("--patience", type=count, help="stop a seed after this many epochs without a new hold-out "
+                                                     "minimum (default: 10)")
+    diff.add_argument("--steps-per-epoch", type=count, help="weight and architecture steps per epoch "
+                                                            "(default: the tracker's pool)")
+    diff.add_argument("--holdout-batches", type=count, help="hold-out batches per epoch's losses (default: 8)")
+    diff.add_argument("--weight-lr", type=finite_positive("--weight-lr"), help="Adam on the weights (default: "
+                                                                                "the tracker's lr)")
+    diff.add_argument("--arch-lr", type=finite_positive("--arch-lr"), help="Adam on alpha (default: 3e-4)")
+    diff.add_argument("--eigenvalue", action=argparse.BooleanOptionalAction, default=None,
+                      help="log the dominant Hessian eigenvalue per epoch (default: on)")
+    diff.add_argument("--proxy", choices=["seeds", "winner"], help="which chosen cells are retrained on the "
+                                                                    "proxy (default: each seed's)")
+    diff.add_argument("--epoch-timeout", type=finite_positive("--epoch-timeout"),
+                      help="seconds per epoch of one seed (default: 6 hours)")
+    diff.add_argument("--ms-eps", type=finite_positive("--ms-eps"), help="ms-darts: sampling radius (default: 0.25)")
+    diff.add_argument("--ms-h", type=finite_positive("--ms-h"), help="ms-darts: kernel bandwidth (default: 1)")
+    diff.add_argument("--ms-samples", type=count, help="ms-darts: N samples (default: 3)")
+    diff.add_argument("--ms-iterations", type=count, help="ms-darts: T iterations (default: 2)")
+    diff.add_argument("--ms-temperature", type=finite_positive("--ms-temperature"),
+                      help="ms-darts: temperature of the samples' loss softmax (default: 1)")
     run = search.add_argument_group("running")
     run.add_argument("--executor", choices=["local", "ray"], default="local")
     run.add_argument("--workers", type=bounded_int("--workers", 1, MAX_WORKERS),
@@ -116,13 +144,18 @@ def strategy_options(args: argparse.Namespace):
 
     cls = strategy(args.strategy)
     names = {f.name for f in fields(cls.Options)}
-    cli_names = {f.name for f in fields(CseOptions)} | {"max_evaluations"}
+    from autoloss.strategies.darts import CLI_OPTIONS, DEMO_BUDGET as DEMO_DIFFERENTIABLE, is_differentiable
+
+    cli_names = {f.name for f in fields(CseOptions)} | {"max_evaluations"} | set(CLI_OPTIONS)
     given = {name: getattr(args, name) for name in cli_names if getattr(args, name, None) is not None}
     for name in given:
         if name not in names:
-            raise UserError(f"--{name.replace('_', '-')} applies to --strategy cse, not {args.strategy}")
+            raise UserError(f"--{name.replace('_', '-')} does not apply to --strategy {args.strategy}")
+    if is_differentiable(args.strategy) and not getattr(args, "tracker", None):
+        raise UserError(f"--strategy {args.strategy} searches a tracker's neck cell: add --tracker dimp_small")
     if args.demo:
         budget = DEMO_TRACKING_BUDGET if getattr(args, "tracker", None) else DEMO_BUDGET
+        budget = DEMO_DIFFERENTIABLE if is_differentiable(args.strategy) else budget
         given = {**{k: v for k, v in budget.items() if k in names}, **given}
     if "top_k" in names and "top_k" not in given and "population" in given:
         given["top_k"] = min(_D.top_k, given["population"])  # the default K, within a small population
@@ -152,6 +185,8 @@ def run_search(args: argparse.Namespace) -> int:
             if getattr(args, option):
                 raise UserError(f"--{option.replace('_', '-')} applies to --tracker searches")
     strategy = strategy_options(args)
+    own = getattr(strategy, "scheduler", None)  # a differentiable strategy's own scheduler
+    mode = own.name if own else args.mode
     if args.tracker:
         from autoloss.tracking import commands as tracking
 
@@ -186,7 +221,7 @@ def run_search(args: argparse.Namespace) -> int:
         _check_problem(problem)
         if args.resume:  # read-only: a store that cannot be resumed is left exactly as it was
             with RunStore(db, readonly=True) as stored:
-                check_resume(stored, run_config(problem, strategy, args.seed, args.mode, extra), problem)
+                check_resume(stored, run_config(problem, strategy, args.seed, mode, extra), problem)
         store = RunStore(db)
         executor = make_executor(args.executor, workers=args.workers, address=args.address,
                                  start_method=problem.start_method)
@@ -194,12 +229,12 @@ def run_search(args: argparse.Namespace) -> int:
             try:
                 study = Study(problem, strategy, store, executor,
                               Progress(enabled=not args.quiet, metric=problem.metric, heartbeat_dir=out / "work"),
-                              seed=args.seed, scheduler=args.mode, extra_config=extra)
+                              seed=args.seed, scheduler=mode, extra_config=extra)
             except StoreError:
                 raise
             except ValueError as exc:  # the stored config differs from these options
                 raise UserError(f"cannot resume {out} with different options: {exc}") from None
-            result = SCHEDULERS[args.mode]().run(study, strategy)
+            result = (own or SCHEDULERS[args.mode])().run(study, strategy)
             _print_result(result, problem, study)
             failure = None if result.baseline is not None else _baseline_failure(study)
         finally:

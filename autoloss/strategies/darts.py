@@ -495,3 +495,10 @@ NAMES = tuple(cls.name for cls in STRATEGIES)
 
 def is_differentiable(name: str | None) -> bool:
     return name in NAMES
+
+
+DEMO_BUDGET = {"epochs": 6, "seeds": 3, "steps_per_epoch": 10, "holdout_batches": 4, "patience": 3,
+               "eigenvalue_iterations": 10}  # `autoloss search --tracker dimp_small --demo --strategy darts`
+CLI_OPTIONS = ("epochs", "seeds", "warmup", "skip_dropout", "patience", "steps_per_epoch", "holdout_batches",
+               "weight_lr", "arch_lr", "eigenvalue", "proxy", "epoch_timeout", "ms_eps", "ms_h", "ms_samples",
+               "ms_iterations", "ms_temperature")  # the options `autoloss search` has flags for
