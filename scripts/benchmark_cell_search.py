@@ -1,0 +1,180 @@
+"""Benchmark of the tracking-cell searches: evolution (cse) against darts, darts2 and ms-darts on the demo proxy.
+
+    python scripts/benchmark_cell_search.py [--quick | --full] [--out runs/bench-cells] [--markdown docs/benchmarks.md]
+
+Each differentiable strategy runs once through ``autoloss search --tracker dimp_small --demo`` with
+``--seeds 3`` (each seed one worker); evolution runs ``--strategy cse --demo`` (``--quick``: 1 seed,
+``--full``: 3). Measured from the stores: search wall-clock; the time of one search step (architecture
++ weight step) of second against first order (CHASE: 41 h / 18 h = 2.3x; target at most 2.3x); the
+dominant-eigenvalue trajectory per epoch (mean, last, slope: MS-DARTS claims lower and flatter than
+DARTS'); skip connections in the chosen cells; and AO / SR0.5 / SR0.75 on the test split of each chosen
+cell retrained (the proxy's ``test`` stage) against the hand-designed neck and a random cell.
+``--quick`` (default) is sized for about 20 minutes on 2 loaded cores; the section between the markers
+``<!-- cell-search:begin -->`` and ``<!-- cell-search:end -->`` of ``--markdown`` is replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DIFFERENTIABLE = ("darts", "darts2", "ms-darts")
+BEGIN, END = "<!-- cell-search:begin -->", "<!-- cell-search:end -->"
+QUICK = {"epochs": 3, "steps_per_epoch": 5, "holdout_batches": 2, "eigenvalue_iterations": 5, "evolution_seeds": 1}
+FULL = {"epochs": 6, "steps_per_epoch": 10, "holdout_batches": 4, "eigenvalue_iterations": 10, "evolution_seeds": 3}
+
+
+def search(out: Path, strategy: str, seed: int, budget: dict, workers: int) -> float:
+    """One CLI search (resumed if its store exists); its wall-clock in seconds."""
+    command = [sys.executable, "-m", "autoloss.cli", "search", "--tracker", "dimp_small", "--demo", "--strategy",
+               strategy, "--seed", str(seed), "--out", str(out), "--workers", str(workers), "--quiet"]
+    if strategy in DIFFERENTIABLE:
+        command += ["--seeds", "3", "--epochs", str(budget["epochs"]), "--steps-per-epoch",
+                    str(budget["steps_per_epoch"]), "--holdout-batches", str(budget["holdout_batches"])]
+    if (out / "run.sqlite").exists():
+        command.append("--resume")
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def derived(run: Path) -> list[dict]:
+    from autoloss.engine.runs import open_run
+
+    record = open_run(run)
+    rows = []
+    for verdict in record.verdicts(gate="derived"):
+        row = record.candidate(verdict.candidate_id)
+        rows.append({"epoch": row.generation, "seed": row.index, "genotype": row.genotype, "chosen": verdict.passed,
+                     **verdict.metrics})
+    return sorted(rows, key=lambda r: (r["seed"], r["epoch"]))
+
+
+def step_seconds(rows: list[dict]) -> float | None:
+    """Mean seconds of one search step (architecture + weight step) over epochs with architecture steps."""
+    steps = [(r["arch_seconds"] + r["weight_seconds"]) / r["arch_steps"] for r in rows if r.get("arch_steps")]
+    return statistics.mean(steps) if steps else None
+
+
+def eigen_trajectory(rows: list[dict]) -> dict:
+    by_epoch: dict[int, list[float]] = {}
+    for r in rows:
+        if isinstance(r.get("eigenvalue"), (int, float)):
+            by_epoch.setdefault(r["epoch"], []).append(r["eigenvalue"])
+    means = [statistics.mean(by_epoch[e]) for e in sorted(by_epoch)]
+    slope = (means[-1] - means[0]) / (len(means) - 1) if len(means) > 1 else None
+    return {"per_epoch": means, "mean": statistics.mean(means) if means else None,
+            "last": means[-1] if means else None, "slope": slope}
+
+
+def test_scores(task: dict, neck: str) -> dict:
+    from autoloss.tracking.problem import evaluate
+
+    scores = evaluate(task, neck, "test", 0)
+    return {k: scores[k] for k in ("ao", "sr50", "sr75")}
+
+
+def _f(value, digits: int = 3) -> str:
+    return "-" if not isinstance(value, (int, float)) or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="about 20 minutes on 2 cores (default)")
+    size.add_argument("--full", action="store_true", help="6 epochs of 10 steps, 3 evolution seeds")
+    parser.add_argument("--out", default="runs/bench-cells")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--skip-evolution", action="store_true")
+    args = parser.parse_args()
+    budget = FULL if args.full else QUICK
+    out = Path(args.out)
+    results, walls = {}, {}
+    started = time.perf_counter()
+    for strategy in DIFFERENTIABLE:
+        run = out / strategy
+        walls[strategy] = search(run, strategy, 0, budget, args.workers)
+        results[strategy] = derived(run)
+        print(f"{strategy}: {walls[strategy]:.0f} s", flush=True)
+    evolution = []
+    if not args.skip_evolution:
+        for seed in range(budget["evolution_seeds"]):
+            run = out / f"cse-seed{seed}"
+            evolution.append((run, search(run, "cse", seed, budget, args.workers)))
+            print(f"cse seed {seed}: {evolution[-1][1]:.0f} s", flush=True)
+
+    from autoloss.cell.representation import CellRepresentation
+    from autoloss.engine.runs import open_run
+
+    task = open_run(out / "darts").config["task"]
+    test = {"hand neck": test_scores(task, "hand")}
+    rep = CellRepresentation()
+    random_cell = rep.key(rep.random(random.Random(0)))
+    test["random cell"] = test_scores(task, random_cell)
+    chosen = {}
+    for strategy, rows in results.items():
+        for r in rows:
+            if r["chosen"]:
+                chosen[(strategy, r["seed"])] = r
+                test[f"{strategy} seed {r['seed']}"] = test_scores(task, r["genotype"])
+    for run, _ in evolution:
+        best = open_run(run).best("proxy", 2)
+        searched = [(c, v) for c, v in best if c.generation >= 0][:1]
+        if searched:
+            test[f"cse {run.name}"] = test_scores(task, searched[0][0].genotype)
+
+    first, second = step_seconds(results["darts"]), step_seconds(results["darts2"])
+    ratio = second / first if first and second else None
+    hand = test["hand neck"]["ao"]
+    lines = [BEGIN, "## Tracking-cell search: evolution vs darts vs darts2 vs ms-darts", "",
+             f"`python scripts/benchmark_cell_search.py {'--full' if args.full else '--quick'}` on the dimp_small demo "
+             f"proxy (synthetic data, CPU, 2 workers): {budget['epochs']} epochs of {budget['steps_per_epoch']} steps, "
+             f"3 seeds per differentiable strategy; total {time.perf_counter() - started:.0f} s.", "",
+             "| search | wall-clock (s) | step (s) | eigenvalue mean | last | slope / epoch | skips in chosen cells |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for strategy in DIFFERENTIABLE:
+        eig = eigen_trajectory(results[strategy])
+        skips = [chosen[(strategy, s)]["skips"] for s in range(3) if (strategy, s) in chosen]
+        lines.append(f"| {strategy} | {walls[strategy]:.0f} | {_f(step_seconds(results[strategy]))} | {_f(eig['mean'])} "
+                     f"| {_f(eig['last'])} | {_f(eig['slope'])} | {skips} |")
+    for run, wall in evolution:
+        lines.append(f"| cse ({run.name}) | {wall:.0f} | - | - | - | - | - |")
+    lines += ["", f"Second- against first-order step time: {_f(ratio, 2)}x (target at most 2.3x).", "",
+              "Eigenvalue per epoch (mean over seeds): " + "; ".join(
+                  f"{s}: {', '.join(_f(v) for v in eigen_trajectory(results[s])['per_epoch'])}" for s in DIFFERENTIABLE),
+              "", "| neck (retrained) | test AO | SR0.5 | SR0.75 | AO vs hand neck |", "|---|---:|---:|---:|---:|"]
+    for name, scores in test.items():
+        lines.append(f"| {name} | {_f(scores['ao'])} | {_f(scores['sr50'])} | {_f(scores['sr75'])} | "
+                     f"{_f(scores['ao'] - hand, 3) if name != 'hand neck' else ''} |")
+    for strategy in DIFFERENTIABLE:
+        wins = sum(1 for s in range(3) if f"{strategy} seed {s}" in test and test[f"{strategy} seed {s}"]["ao"] > hand)
+        lines.append(f"\n{strategy}: the searched cell beats the hand neck in AO in {wins} of 3 seeds.")
+    lines.append(END)
+    section = "\n".join(lines) + "\n"
+    print(section)
+    (out / "benchmark.json").write_text(json.dumps({"walls": walls, "ratio": ratio, "test": test}, indent=2))
+    md = Path(args.markdown)
+    text = md.read_text(encoding="utf-8") if md.exists() else ""
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + section.rstrip("\n") + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    md.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
