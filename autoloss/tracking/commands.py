@@ -108,7 +108,10 @@ def materialise(args, prepared: Prepared, out: Path, baseline_path: Path | None 
     _say(args, f"baseline tracker {prepared.name} (hand-designed neck): ResNet-{settings.depth}, C = {settings.channels}, "
                f"{settings.crop_size} px crops, {settings.baseline_steps} training steps (re-used from {baseline} "
                "when it matches)")
-    train_baseline(settings, data_root, baseline, log=None if getattr(args, "quiet", False) else
+    import torch
+
+    on_device = dataclasses.replace(settings, device="cuda" if torch.cuda.is_available() else "cpu")
+    train_baseline(on_device, data_root, baseline, log=None if getattr(args, "quiet", False) else
                    (lambda line: print("  " + line, flush=True)), split=prepared.splits["weights"])
     _say(args, f"baseline tracker ready in {time.perf_counter() - start:.0f} s: {baseline}")
     return data_root, baseline
