@@ -163,8 +163,8 @@ class SteadyState:
         population = strategy.options.population
         last = study.screening_steps()[-1]
         screened = {v.candidate_id for v in study.store.verdicts(gate=last)}
-        for row in study.store.candidates():  # what a killed run had bred and screened but not finished
-            if row.generation >= 0 and row.id in screened and study.screen([row], quiet=True):
+        for row in study.store.candidates():  # what a killed run had bred but not finished (or screened)
+            if row.generation >= 0 and study.screen([row], quiet=row.id in screened):
                 work = self._pending(study, strategy, row)
                 if work is not None:
                     yield work
