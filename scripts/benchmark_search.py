@@ -1,185 +1,417 @@
 #!/usr/bin/env python
-"""Search efficiency: random search vs vanilla evolution vs CSE-Autoloss (the paper's Table 5).
+"""Search efficiency as the paper's Table 5 measures it: what each strategy spends to reach the same quality.
 
-The three strategies run in one process on the cheap noisy-digits task with equal budgets (the same
-number of candidates bred per generation and of generations, the same proxy schedule, the same
-executor) for several seeds. For each run it counts the proxy evaluations and the wall-clock until
-the best fitness reaches the cross-entropy baseline's fitness, and the best fitness at the end. The
-figures are printed, written to docs/benchmarks.md with a plot (docs/benchmark_search.png).
+On the cheap noisy-digits task (a share of its test split held out, see ``--holdout``):
 
-Besides the paper's targets it prints what bounds them on this task: the share of each strategy's
-proxy evaluations that reach the baseline (its hit rate), and the ceiling any gate could show, since
-even an oracle that only sends baseline-reaching candidates needs one evaluation. A strategy that
-never reaches the baseline counts as "more than its whole budget".
+1. Vanilla evolution runs its full budget (``--population`` x ``--generations``) for each seed; the
+   quality target Q* is the median over seeds of its best proxy fitness at the end, and its proxy
+   evaluations (the median over seeds) are the cap every strategy gets.
+2. Random search and CSE-Autoloss run under that cap (``max_evaluations``); CSE breeds as many
+   generations as it needs (at most ``--max-generations``). Both stop once their best reaches
+   Q* - ``--tolerance`` (``--full-budget`` runs them to the cap).
+3. For each run: proxy evaluations, MOS evaluations and wall-clock (every gate included, from the
+   store's timestamps) until its best reaches Q* - tolerance; a run that never gets there counts its
+   whole budget, shown as a lower bound (">"). Duplicates are never counted (autoloss.bench.table5).
+4. Gate quality: Spearman between MOS and proxy fitness over CSE's candidates that got both, and
+   with a random sample of MOS-rejected candidates that this benchmark (only) also trains on the
+   proxy; recall: of vanilla's 10 best losses, how many pass CSE's cheap gates and the first MOS bar.
+5. Held-out: every run's best loss, CE and MAE (-p of the label) retrained with fresh seeds and
+   scored on the held-out split (mean, sd).
 
-    python scripts/benchmark_search.py [--seeds 0 1 2] [--population 120] [--generations 4]
+Figures are printed and written to docs/benchmarks.md (search section) with docs/benchmark_search.png.
+
+    python scripts/benchmark_search.py            # default settings (about 15 min on 2 idle cores)
+    python scripts/benchmark_search.py --quick    # a small check of the whole pipeline
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's autoloss, not an installed one
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from autoloss.engine.evolution import Evolution, SearchConfig  # noqa: E402
-from autoloss.engine.executors import LocalExecutor  # noqa: E402
-from autoloss.engine.store import RunStore  # noqa: E402
+from autoloss.bench.table5 import Reach, best_curve, proxy_events, spearman, stage_events, time_to_quality  # noqa: E402
+from autoloss.engine.duplicates import GATE as DUPLICATE_GATE  # noqa: E402
+from autoloss.engine.executors import Job, LocalExecutor  # noqa: E402
+from autoloss.engine.registry import strategy as strategy_class  # noqa: E402
+from autoloss.engine.schedulers import run_search  # noqa: E402
+from autoloss.engine.store import BASELINE_GENERATION, RunStore  # noqa: E402
+from autoloss.loss.problems import task_problem  # noqa: E402
 from autoloss.loss.space import load_space  # noqa: E402
-from autoloss.problems import task_problem  # noqa: E402
 from autoloss.tasks.noisy_digits import evaluate  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_report import write_section  # noqa: E402
 
 STRATEGIES = ("random", "vanilla", "cse")
 CE = "Neg(Dot(Y,Log(Softmax(X))))"
+MAE = "Neg(Dot(Y,Softmax(X)))"
+TARGETS = {"vanilla_evals": 20, "vanilla_seconds": 10, "random_evals": 100, "spearman": 0.6, "recall": 7}
 
 
-def one_run(strategy: str, seed: int, args, directory: Path, baseline: float) -> dict:
-    problem = task_problem("noisy-digits", load_space("cls_softmax"), {"steps": args.steps})
-    config = SearchConfig(strategy=strategy, population=args.population, generations=args.generations,
-                          top_k=args.top_k, parents=args.parents, seed=seed)
-    store = RunStore(directory / f"{strategy}-{seed}.sqlite")
-    executor = LocalExecutor(workers=args.workers)
-    start = time.time()
-    try:
-        result = Evolution(problem, config, store, executor).run()
-    finally:
-        executor.close()
-    # proxy evaluations in the order they finished (the baseline's own evaluation excluded)
-    evaluations = sorted((v for v in store.verdicts(gate="proxy")
-                          if store.candidate(v.candidate_id).generation >= 0 and v.seconds > 0),
-                         key=lambda v: v.created)
-    curve, best, reached, hits = [], float("-inf"), None, 0
-    for count, verdict in enumerate(evaluations, 1):
-        fitness = verdict.metrics.get("fitness")
-        if isinstance(fitness, (int, float)):
-            best = max(best, fitness)
-            hits += fitness >= baseline
-        curve.append(best)
-        if reached is None and best >= baseline:
-            reached = (count, verdict.created - start)
-    store.close()
-    return {"strategy": strategy, "seed": seed, "evaluations": len(evaluations), "curve": curve,
-            "reached": reached, "hits": hits,
-            "best": max((e.fitness for e in result.best if e.generation >= 0), default=float("nan")),
-            "seconds": time.time() - start}
+def until(cls, target: float):
+    """``cls`` that also stops once its best ranking-stage fitness reaches ``target``."""
+
+    class Until(cls):
+        def finished(self, study) -> bool:
+            best = study.hall_of_fame(1, searched_only=True)
+            return super().finished(study) or bool(best and best[0].fitness >= target)
+
+    Until.__name__ = f"{cls.__name__}Until"
+    return Until
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--population", type=int, default=120)
-    parser.add_argument("--generations", type=int, default=4)
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--parents", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=1000, help="proxy training steps")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--docs", default=str(Path(__file__).resolve().parents[1] / "docs"))
-    parser.add_argument("--no-report", action="store_true")
-    args = parser.parse_args()
+def task_params(args) -> dict:
+    params = {"noise": args.noise, "steps": args.steps, "mos_steps": args.mos_steps, "holdout": args.holdout,
+              "verify_per_class": args.verify_per_class}
+    if args.mos_lr is not None:
+        params["mos_lr"] = args.mos_lr
+    return params
 
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            task = {"space": "cls_softmax", "steps": args.steps}
-            baseline = evaluate(task, CE, "proxy", seed)["fitness"]
-            for strategy in STRATEGIES:
-                run = one_run(strategy, seed, args, Path(tmp), baseline)
-                run["baseline"] = baseline
-                runs.append(run)
-                print(f"seed {seed} {strategy:>7}: {run['evaluations']:4d} proxy evaluations, reached CE "
-                      f"({baseline:.4f}) after {run['reached'][0] if run['reached'] else '-'}, best {run['best']:.4f}, "
-                      f"{run['seconds']:.0f} s", flush=True)
 
-    def summary(strategy):
-        mine = [r for r in runs if r["strategy"] == strategy]
-        reached = [r["reached"] for r in mine if r["reached"]]
-        evals = statistics.mean(r[0] for r in reached) if reached else None
-        secs = statistics.mean(r[1] for r in reached) if reached else None
-        return mine, reached, evals, secs
-
-    lines = [
-        f"noisy-digits (40% symmetric label noise, {args.steps} proxy steps), population {args.population}, "
-        f"{args.generations} generations, K={args.top_k}, P={args.parents}, seeds {args.seeds}, "
-        f"{args.workers} local workers; {os.cpu_count()} cores, Python {platform.python_version()}.",
-        "Equal budgets: every strategy breeds the same number of candidates; random search draws random trees, "
-        "vanilla evolution sends every valid candidate to the proxy, CSE sends the top K after CPV and MOS. "
-        "Hit rate: the share of a strategy's proxy evaluations that reach the CE baseline.",
-        "",
-        "| strategy | proxy evaluations (total) | hit rate | runs reaching CE | proxy evaluations to reach CE | "
-        "seconds to reach CE | best fitness at the end | CE baseline |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    means, totals = {}, {}
-    for strategy in STRATEGIES:
-        mine, reached, evals, secs = summary(strategy)
-        means[strategy] = evals
-        totals[strategy] = statistics.mean(r["evaluations"] for r in mine)
-        hit_rate = sum(r["hits"] for r in mine) / max(1, sum(r["evaluations"] for r in mine))
-        lines.append(
-            f"| {strategy} | {totals[strategy]:.0f} | {hit_rate:.0%} | {len(reached)}/{len(mine)} | "
-            f"{'-' if evals is None else f'{evals:.1f}'} | {'-' if secs is None else f'{secs:.0f}'} | "
-            f"{statistics.mean(r['best'] for r in mine):.4f} | {statistics.mean(r['baseline'] for r in mine):.4f} |")
-    lines.append("")
-    if means["cse"]:
-        for other, target in (("vanilla", 20), ("random", 100)):
-            mine = [r for r in runs if r["strategy"] == other]
-            if all(r["reached"] for r in mine):
-                ratio = means[other] / means["cse"]
-                verdict = "met" if ratio >= target else "not met"
-                lines.append(f"- To reach the CE baseline CSE needs **{ratio:.1f}x** fewer proxy evaluations than {other} "
-                             f"(paper's target: {target}x, {verdict}).")
-            else:
-                # a run that never reached it needed more than its whole budget: a lower bound
-                floor = statistics.mean(r["reached"][0] if r["reached"] else r["evaluations"] for r in mine)
-                verdict = "met" if floor / means["cse"] >= target else "not shown"
-                lines.append(f"- {other} did not reach the CE baseline in {sum(not r['reached'] for r in mine)} of "
-                             f"{len(mine)} runs; counting those as their whole budget, CSE needs **more than "
-                             f"{floor / means['cse']:.1f}x** fewer proxy evaluations (paper's target: {target}x, {verdict}).")
-        if means["vanilla"]:
-            lines.append(f"- Ceiling on this task: a perfect gate that only sends CE-reaching candidates needs 1 evaluation, "
-                         f"so no gate can beat vanilla by more than {means['vanilla']:.1f}x here.")
-        lines.append(f"- Over the whole budget (the paper's #Evaluated loss) vanilla ran {totals['vanilla'] / max(1, totals['cse']):.1f}x "
-                     f"and random {totals['random'] / max(1, totals['cse']):.1f}x as many proxy evaluations as CSE.")
+def one_run(name: str, seed: int, args, problem, executor, cap: int | None, target: float | None) -> dict:
+    cls = strategy_class(name)
+    options = {"population": args.population, "parents": args.parents}
+    if name == "vanilla":
+        options["generations"] = args.generations
     else:
-        lines.append("- CSE did not reach the CE baseline in any run.")
-    per_seed = ", ".join(f"{r['strategy']}/{r['seed']}: {r['reached'][0] if r['reached'] else 'never'}" for r in runs)
-    lines.append(f"- Per run, proxy evaluations to reach CE: {per_seed}.")
-    lines.append("")
-    lines.append("![best fitness against proxy evaluations](benchmark_search.png)")
-    text = "\n".join(lines)
-    print("\n" + text)
+        options.update(generations=args.max_generations, max_evaluations=cap)
+    if name == "cse":
+        options.update(top_k=args.top_k, mos_margin=args.mos_margin, max_mos=args.max_mos)
+    if target is not None and not args.full_budget and name != "vanilla":
+        cls = until(cls, target)
+    path = Path(args.out) / f"{name}-{seed}.sqlite"
+    if path.exists():
+        path.unlink()
+    store = RunStore(path)
+    start = time.time()
+    result = run_search(problem, cls(cls.Options(**options)), store, executor, seed=seed)
+    seconds = time.time() - start
+    events = proxy_events(store)
+    best = max((e for e in events if e.fitness is not None), key=lambda e: e.fitness, default=None)
+    run = {"strategy": name, "seed": seed, "path": str(path), "seconds": seconds,
+           "evaluations": len(events), "mos": len(stage_events(store, "mos")),
+           "bred": sum(1 for row in store.candidates() if row.generation != BASELINE_GENERATION),
+           "best": best.fitness if best else None, "best_loss": best.genotype if best else None,
+           "baseline": result.baseline.fitness if result.baseline else None}
+    store.close()
+    print(f"  {name:>7} seed {seed}: {run['bred']} bred, {run['evaluations']} proxy and {run['mos']} MOS evaluations, "
+          f"best {run['best']}, {seconds:.0f} s", flush=True)
+    return run
 
+
+def measure(run: dict, target: float, cap: int) -> Reach:
+    """The run's time to ``target``; random and CSE within the cap (vanilla's budget is its own)."""
+    with RunStore(run["path"], readonly=True) as store:
+        return time_to_quality(store, target, cap=None if run["strategy"] == "vanilla" else cap)
+
+
+def evaluate_many(executor, task: dict, items: list[tuple[str, str, int]], timeout: float) -> list[float | None]:
+    """(genotype, stage, seed) -> fitness (None when it failed), run on the executor's workers."""
+    jobs = [Job(evaluate, task, genotype, stage, seed) for genotype, stage, seed in items]
+    results: list[float | None] = [None] * len(jobs)
+    for index, _, outcome in executor.stream(iter(jobs), timeout):
+        if outcome.ok and isinstance(outcome.value, dict):
+            results[index] = outcome.value.get("fitness")
+    return results
+
+
+def gate_quality(runs: list[dict], args, problem, executor, task: dict) -> dict:
+    """MOS-to-proxy Spearman on CSE's candidates (and a rejected sample) and the recall of vanilla's top 10."""
+    passed_pairs, rejected = [], []
+    for run in (r for r in runs if r["strategy"] == "cse"):
+        with RunStore(run["path"], readonly=True) as store:
+            proxy = {e.candidate_id: e.fitness for e in proxy_events(store)}
+            for event in stage_events(store, "mos"):
+                if event.fitness is None:
+                    continue
+                if event.candidate_id in proxy and proxy[event.candidate_id] is not None:
+                    passed_pairs.append((event.fitness, proxy[event.candidate_id]))
+                elif not store.verdict(event.candidate_id, "mos").passed:
+                    rejected.append((event.fitness, event.genotype, run["seed"]))
+    rng = random.Random(0)
+    sample = rng.sample(rejected, min(args.rejected_sample, len(rejected)))
+    scores = evaluate_many(executor, task, [(g, "proxy", seed) for _, g, seed in sample], 600.0)
+    sample_pairs = [(mos, fit) for (mos, _, _), fit in zip(sample, scores) if fit is not None]
+    both = passed_pairs + sample_pairs
+
+    # recall: vanilla's 10 best distinct losses (pooled over seeds) through CSE's cheap gates and MOS bar
+    best: dict[str, tuple[float, str, int]] = {}
+    for run in (r for r in runs if r["strategy"] == "vanilla"):
+        with RunStore(run["path"], readonly=True) as store:
+            fingerprints = {row.id: row.fingerprint for row in store.candidates()}
+            for event in proxy_events(store):
+                key = fingerprints.get(event.candidate_id) or event.genotype
+                if event.fitness is not None and (key not in best or best[key][0] < event.fitness):
+                    best[key] = (event.fitness, event.genotype, run["seed"])
+    top = sorted(best.values(), key=lambda b: -b[0])[:10]
+    representation = problem.representation
+    gates = representation.gates()
+    cheap_ok = []
+    for _, genotype, _ in top:
+        node = representation.parse(genotype)
+        cheap_ok.append(all(gate.evaluate([node])[0].passed for gate in gates))
+    for gate in gates:
+        close = getattr(gate, "close", None)
+        if close:
+            close()
+    seeds = sorted({seed for _, _, seed in top})
+    bars = dict(zip(seeds, evaluate_many(executor, task, [(CE, "mos", s) for s in seeds], 600.0)))
+    mos = evaluate_many(executor, task, [(g, "mos", s) for _, g, s in top], 600.0)
+    recalled = [ok and m is not None and bars[s] is not None and m >= bars[s] - args.mos_margin
+                for ok, m, (_, _, s) in zip(cheap_ok, mos, top)]
+    return {"passed_pairs": len(passed_pairs), "sample_pairs": len(sample_pairs), "rejected": len(rejected),
+            "rho_passed": spearman(*zip(*passed_pairs)) if len(passed_pairs) > 1 else float("nan"),
+            "rho_all": spearman(*zip(*both)) if len(both) > 1 else float("nan"),
+            "top": [{"loss": g, "proxy": f, "cheap": ok, "mos": m, "bar": bars[s], "recalled": r}
+                    for (f, g, s), ok, m, r in zip(top, cheap_ok, mos, recalled)],
+            "recall": sum(recalled), "cheap_recall": sum(cheap_ok)}
+
+
+def held_out(runs: list[dict], args, executor, task: dict) -> list[dict]:
+    """Each run's best loss, CE and MAE retrained with fresh seeds, scored on the held-out split."""
+    entries = [("CE", CE), ("MAE", MAE)] + [(f"{r['strategy']}/{r['seed']}", r["best_loss"]) for r in runs
+                                            if r["best_loss"]]
+    items = [(loss, "test", seed) for _, loss in entries for seed in args.heldout_seeds]
+    scores = evaluate_many(executor, task, items, 600.0)
+    n = len(args.heldout_seeds)
+    table = []
+    for i, (name, loss) in enumerate(entries):
+        values = scores[i * n:(i + 1) * n]
+        table.append({"name": name, "loss": loss, "scores": values})
+    ce = table[0]["scores"]
+    ce_sd = statistics.stdev(ce) if len(ce) > 1 and None not in ce else float("nan")
+    for row in table:
+        values = row["scores"]
+        ok = None not in values
+        row["mean"] = statistics.mean(values) if ok else float("nan")
+        row["sd"] = statistics.stdev(values) if ok and len(values) > 1 else float("nan")
+        row["wins"] = sum(1 for a, b in zip(values, ce) if a is not None and b is not None and a > b)
+        margin = row["mean"] - statistics.mean(ce) if ok and None not in ce else float("nan")
+        row["margin"] = margin
+        row["beats"] = bool(row["wins"] == n and margin > 2 * max(row["sd"], ce_sd))
+    return table
+
+
+def ratio(numerator: list[Reach], denominator: list[Reach], field: str) -> tuple[float, bool]:
+    """Median of ``field`` over ``numerator`` / over ``denominator``; whether it is a lower bound (a
+    numerator run that never reached the target, and no denominator run that did not)."""
+    top = statistics.median(getattr(r, field) for r in numerator)
+    bottom = statistics.median(getattr(r, field) for r in denominator)
+    bound = any(r.lower_bound for r in numerator) and not any(r.lower_bound for r in denominator)
+    return (top / bottom if bottom > 0 else float("inf")), bound
+
+
+def plot(runs: list[dict], target: float, path: Path) -> None:
+    fig, (by_count, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    colors = {"random": "tab:gray", "vanilla": "tab:blue", "cse": "tab:orange"}
+    styles = ["-", "--", ":", "-."]
+    seeds = sorted({r["seed"] for r in runs})
+    for run in runs:
+        with RunStore(run["path"], readonly=True) as store:
+            curve = best_curve(store)
+        if not curve:
+            continue
+        counts, seconds, best = zip(*curve)
+        style = dict(color=colors[run["strategy"]], linestyle=styles[seeds.index(run["seed"]) % len(styles)],
+                     where="post", label=f"{run['strategy']} seed {run['seed']}")
+        by_count.step(counts, best, **style)
+        by_time.step(seconds, best, **style)
+    for ax, label in ((by_count, "proxy evaluations"), (by_time, "wall-clock seconds (every gate included)")):
+        ax.axhline(target, color="black", linestyle="--", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+    by_count.set_ylabel("best proxy fitness so far (clean accuracy)")
+    by_count.text(1, target, " Q* - tolerance", va="bottom", fontsize=8)
+    by_time.legend(fontsize=7, ncol=3, loc="lower right")
+    fig.suptitle("Time to quality on noisy-digits: random vs vanilla evolution vs CSE-Autoloss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fmt(value, digits=3) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def report(args, runs, reaches, q_star, target, cap, quality, heldout, wall, load) -> str:
+    mode = "quick" if args.quick else "default"
+    lines = [
+        f"Settings ({mode}): noisy-digits, {args.noise:.0%} symmetric label noise, proxy {args.steps} steps, "
+        f"MOS {args.mos_steps} steps (lr {args.mos_lr or 'as the proxy'}) on {args.verify_per_class} noisy images per "
+        f"class, {args.holdout:.0%} of the test split held out; population {args.population}, P={args.parents}, "
+        f"K={args.top_k}, MOS margin {args.mos_margin}, max MOS {args.max_mos}; seeds {args.seeds}; "
+        f"{args.workers} local workers on {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"the whole benchmark took {fmt(wall / 60, 1)} min (load average {fmt(load, 1)} at its end).",
+        "",
+        f"- **Q\\* = {q_star:.4f}**: the median over seeds of vanilla evolution's best proxy fitness after its full "
+        f"budget ({args.generations} generations of {args.population}); target Q\\* - {args.tolerance} = {target:.4f}. "
+        f"The cap for every strategy: {cap} proxy evaluations (vanilla's median). "
+        + ("Random and CSE stop once they reach the target." if not args.full_budget else ""),
+        "",
+        "| strategy | seed | bred | proxy evaluations (total) | best proxy fitness | reaches target | "
+        "proxy evaluations to target | MOS evaluations to target | seconds to target |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for run, reach in zip(runs, reaches):
+        lines.append(f"| {run['strategy']} | {run['seed']} | {run['bred']} | {run['evaluations']} | {fmt(run['best'], 4)} | "
+                     f"{'yes' if reach.reached else 'no'} | {reach.shown('proxy_evaluations')} | "
+                     f"{reach.shown('mos_evaluations')} | {reach.shown('seconds', 1)} |")
+    lines.append("")
+    by = {s: [r for run, r in zip(runs, reaches) if run["strategy"] == s] for s in STRATEGIES}
+    checks = []
+    for other, field, key, what in (("vanilla", "proxy_evaluations", "vanilla_evals", "fewer proxy evaluations"),
+                                    ("vanilla", "seconds", "vanilla_seconds", "less wall-clock"),
+                                    ("random", "proxy_evaluations", "random_evals", "fewer proxy evaluations")):
+        value, bound = ratio(by[other], by["cse"], field)
+        cse_bound = any(r.lower_bound for r in by["cse"])
+        met = value >= TARGETS[key] and not cse_bound
+        shown = f"{'more than ' if bound else ''}{value:.1f}x"
+        checks.append(f"- CSE vs {other}: **{shown}** {what} to reach the target (medians over seeds; target "
+                      f">= {TARGETS[key]}x: {'met' if met else 'not met'}"
+                      f"{'; CSE itself did not reach it in every run, so its figure is a lower bound' if cse_bound else ''}).")
+    lines += checks
+    lines += [
+        f"- Gate quality: MOS-to-proxy Spearman **{fmt(quality['rho_all'])}** over {quality['passed_pairs']} CSE candidates "
+        f"that passed the MOS and went to the proxy plus {quality['sample_pairs']} MOS-rejected ones (a random sample of "
+        f"{quality['rejected']}) that the benchmark also trained on the proxy; {fmt(quality['rho_passed'])} over the "
+        f"passed ones alone (target >= {TARGETS['spearman']}: {'met' if quality['rho_all'] >= TARGETS['spearman'] else 'not met'}).",
+        f"- Gate recall: of vanilla's 10 best losses (pooled over seeds, distinct by fingerprint), "
+        f"**{quality['recall']}** pass CSE's cheap gates and the first generation's MOS bar (CE's MOS score minus the "
+        f"margin); {quality['cheap_recall']} pass the cheap gates (target >= {TARGETS['recall']}: "
+        f"{'met' if quality['recall'] >= TARGETS['recall'] else 'not met'}).",
+        "",
+        "| vanilla's top 10 | proxy | cheap gates | MOS | MOS bar | passes |",
+        "| --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for row in quality["top"]:
+        lines.append(f"| `{row['loss']}` | {fmt(row['proxy'], 4)} | {'pass' if row['cheap'] else 'reject'} | "
+                     f"{fmt(row['mos'])} | {fmt(row['bar'])} | {'yes' if row['recalled'] else 'no'} |")
+    lines += ["", f"Held-out: each loss retrained on the noisy training split with seeds {args.heldout_seeds} (never "
+              "used by a search) and scored on the held-out split, which no search stage saw. \"Beats CE\": higher "
+              "in every seed and a mean margin above two standard deviations (the larger of the two losses').", "",
+              "| loss | from | held-out accuracy, mean | sd | wins over CE | margin | beats CE |",
+              "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for row in heldout:
+        lines.append(f"| `{row['loss']}` | {row['name']} | {fmt(row['mean'], 4)} | {fmt(row['sd'], 4)} | "
+                     f"{row['wins']}/{len(args.heldout_seeds)} | {fmt(row['margin'], 4)} | "
+                     f"{'-' if row['name'] == 'CE' else 'yes' if row['beats'] else 'no'} |")
+    cse_rows = [row for row in heldout if row["name"].startswith("cse/")]
+    lines += ["", f"- Held-out target (the found loss beats CE in 3 of 3 seeds by more than two sd): CSE's found "
+              f"losses do so in **{sum(r['beats'] for r in cse_rows)} of {len(cse_rows)}** runs.", "",
+              "![best proxy fitness against proxy evaluations and wall-clock](benchmark_search.png)"]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small budgets: checks the whole pipeline in minutes")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--population", type=int, default=None)
+    parser.add_argument("--generations", type=int, default=None, help="vanilla's generations (its full budget)")
+    parser.add_argument("--max-generations", type=int, default=None, help="at most this many for random and CSE")
+    parser.add_argument("--parents", type=int, default=5)
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--mos-margin", type=float, default=0.0)
+    parser.add_argument("--max-mos", type=int, default=None)
+    parser.add_argument("--noise", type=float, default=0.4)
+    parser.add_argument("--steps", type=int, default=1000, help="proxy training steps")
+    parser.add_argument("--mos-steps", type=int, default=80)
+    parser.add_argument("--mos-lr", type=float, default=0.02,
+                        help="the MOS's learning rate (0.02: the MOS then memorises the noise as the proxy does)")
+    parser.add_argument("--verify-per-class", type=int, default=20)
+    parser.add_argument("--holdout", type=float, default=0.4, help="share of the test split held out")
+    parser.add_argument("--tolerance", type=float, default=0.005)
+    parser.add_argument("--rejected-sample", type=int, default=None)
+    parser.add_argument("--heldout-seeds", type=int, nargs="+", default=[100, 101, 102])
+    parser.add_argument("--full-budget", action="store_true", help="run random and CSE to the cap")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "runs" / "benchmark_search"), help="where the run stores go")
+    parser.add_argument("--docs", default=str(ROOT / "docs"))
+    parser.add_argument("--no-report", action="store_true", help="print only; docs/ untouched")
+    parser.add_argument("--render", metavar="OUT", help="only rewrite the report and plot from OUT/summary.json "
+                        "and OUT's run stores (a finished benchmark); nothing is trained")
+    args = parser.parse_args(argv)
+    quick = {"seeds": [0, 1], "population": 30, "generations": 2, "max_generations": 20, "rejected_sample": 6}
+    default = {"seeds": [0, 1, 2], "population": 100, "generations": 5, "max_generations": 60, "rejected_sample": 20}
+    for key, value in (quick if args.quick else default).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def render(args) -> int:
+    """Rewrite the report from a finished benchmark's summary and stores."""
+    summary = json.loads(Path(args.render, "summary.json").read_text())
+    for key, value in summary["args"].items():
+        if key not in ("render", "docs", "no_report"):
+            setattr(args, key, value)
+    runs, q_star, cap = summary["runs"], summary["q_star"], summary["cap"]
+    target = q_star - args.tolerance
+    reaches = [measure(run, target, cap) for run in runs]
+    finish(args, runs, reaches, q_star, target, cap, summary["quality"], summary["heldout"], summary["wall"],
+           summary["load"])
+    return 0
+
+
+def finish(args, runs, reaches, q_star, target, cap, quality, heldout, wall, load=None) -> None:
+    load = os.getloadavg()[0] if load is None else load
+    text = report(args, runs, reaches, q_star, target, cap, quality, heldout, wall, load)
+    print("\n" + text)
+    Path(args.out, "summary.json").write_text(json.dumps(
+        {"args": vars(args), "runs": runs, "reaches": [r.__dict__ for r in reaches], "q_star": q_star, "cap": cap,
+         "quality": quality, "heldout": heldout, "wall": wall, "load": load}, indent=1, default=str))
     if not args.no_report:
         docs = Path(args.docs)
         docs.mkdir(parents=True, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(7, 4))
-        colors = {"random": "tab:gray", "vanilla": "tab:blue", "cse": "tab:orange"}
-        for run in runs:
-            ax.plot(range(1, len(run["curve"]) + 1), run["curve"], color=colors[run["strategy"]], alpha=0.8,
-                    label=run["strategy"] if run["seed"] == args.seeds[0] else None)
-        ax.axhline(statistics.mean(r["baseline"] for r in runs), color="black", linestyle="--", label="CE baseline")
-        ax.set_xscale("log")
-        ax.set_xlabel("proxy evaluations")
-        ax.set_ylabel("best clean test accuracy so far")
-        ax.set_title("Search efficiency on noisy-digits")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(docs / "benchmark_search.png", dpi=120)
-        write_section(docs / "benchmarks.md", "search", "Search efficiency: random vs vanilla evolution vs CSE",
-                      text, command="python scripts/benchmark_search.py")
-        print(f"\nwritten to {docs / 'benchmarks.md'}")
+        plot(runs, target, docs / "benchmark_search.png")
+        command = "python scripts/benchmark_search.py" + (" --quick" if args.quick else "")
+        write_section(docs / "benchmarks.md", "search", "Search efficiency: time to quality (the paper's Table 5)",
+                      text, command=command)
+        print(f"\nwritten to {docs / 'benchmarks.md'} and {docs / 'benchmark_search.png'}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.render:
+        args.out = args.render
+        return render(args)
+    began = time.time()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    problem = task_problem("noisy-digits", load_space("cls_softmax"), task_params(args))
+    task = problem.task
+    executor = LocalExecutor(workers=args.workers)
+    try:
+        print("vanilla evolution, full budget:", flush=True)
+        runs = [one_run("vanilla", seed, args, problem, executor, None, None) for seed in args.seeds]
+        q_star = statistics.median(r["best"] for r in runs)
+        target = q_star - args.tolerance
+        cap = int(statistics.median(r["evaluations"] for r in runs))
+        print(f"Q* = {q_star:.4f}, target {target:.4f}, cap {cap} proxy evaluations", flush=True)
+        for name in ("random", "cse"):
+            print(f"{name}:", flush=True)
+            runs += [one_run(name, seed, args, problem, executor, cap, target) for seed in args.seeds]
+        runs.sort(key=lambda r: (STRATEGIES.index(r["strategy"]), r["seed"]))
+        reaches = [measure(run, target, cap) for run in runs]
+        print("gate quality ...", flush=True)
+        quality = gate_quality(runs, args, problem, executor, task)
+        print("held-out ...", flush=True)
+        heldout = held_out(runs, args, executor, task)
+    finally:
+        executor.close()
+    finish(args, runs, reaches, q_star, target, cap, quality, heldout, time.time() - began)
     return 0
 
 

@@ -92,6 +92,14 @@ def test_time_to_quality_lower_bound_when_never_reached(hand_made):
     assert reach.shown("proxy_evaluations") == ">4" and reach.shown("seconds", 1) == ">30.0"
 
 
+def test_evaluations_past_the_cap_count_for_nothing(hand_made):
+    capped = time_to_quality(hand_made, 0.95, cap=2)  # B, the hit, was the third evaluation
+    assert not capped.reached and capped.proxy_evaluations == 2 and capped.mos_evaluations == 3
+    assert capped.seconds == pytest.approx(1016.0 - 1010.0) and capped.best == 0.80
+    assert time_to_quality(hand_made, 0.95, cap=3).reached
+    assert time_to_quality(hand_made, 0.97, cap=10).proxy_evaluations == 4
+
+
 def test_best_curve_is_the_running_best(hand_made):
     assert best_curve(hand_made) == [(1, 4.0, 0.80), (2, 6.0, 0.80), (3, 10.0, 0.96), (4, 30.0, 0.96)]
 

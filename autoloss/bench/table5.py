@@ -109,11 +109,21 @@ def search_end(store: RunStore) -> float:
     return max(times)
 
 
-def time_to_quality(store: RunStore, target: float, stage: str = PROXY, mos: str = MOS) -> Reach:
-    """What the run in ``store`` spent until its best ``stage`` fitness reached ``target``."""
+def time_to_quality(store: RunStore, target: float, stage: str = PROXY, mos: str = MOS,
+                    cap: int | None = None) -> Reach:
+    """What the run in ``store`` spent until its best ``stage`` fitness reached ``target``.
+
+    ``cap``: the budget in proxy evaluations; evaluations past it (a strategy that checks its cap
+    only between generations overshoots) count for nothing, and a run that did not reach the target
+    within it is charged exactly the cap.
+    """
     start = search_start(store)
     proxies = proxy_events(store, stage)
     moses = stage_events(store, mos)
+    if cap is not None and len(proxies) > cap:
+        proxies, end = proxies[:cap], proxies[cap - 1].finished
+    else:
+        end = search_end(store)
     best, best_genotype = None, None
     for count, event in enumerate(proxies, 1):
         if event.fitness is not None and (best is None or event.fitness > best):
@@ -121,7 +131,8 @@ def time_to_quality(store: RunStore, target: float, stage: str = PROXY, mos: str
         if best is not None and best >= target:
             spent_mos = sum(1 for m in moses if m.finished <= event.finished)
             return Reach(True, count, spent_mos, event.finished - start, best, best_genotype)
-    return Reach(False, len(proxies), len(moses), search_end(store) - start, best, best_genotype)
+    spent_mos = sum(1 for m in moses if m.finished <= end)
+    return Reach(False, len(proxies), spent_mos, end - start, best, best_genotype)
 
 
 def best_curve(store: RunStore, stage: str = PROXY) -> list[tuple[int, float, float]]:
