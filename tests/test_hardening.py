@@ -5,7 +5,6 @@ whose baseline fails exits non-zero, SIGTERM says so."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import sqlite3

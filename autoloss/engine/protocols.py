@@ -119,7 +119,8 @@ class Strategy(Protocol):
     weights, and every derived discrete genotype is written through ``study.add_candidate`` and
     ``study.record`` like a bred one (stage ``derived``, with the epoch's hold-out losses as metrics),
     so reports, exports and evaluations treat their result like an evolved one; their supernet and
-    optimiser state go into ``study.checkpoint_path()`` so a killed search resumes exactly.
+    optimiser state go into checkpoints in the run directory (``RUN_DIR/work/<strategy>/seed-N.pt``)
+    so a killed search resumes exactly (``autoloss/strategies/darts.py``).
     ``tests/test_engine_toy.py`` holds a test double of one.
     """
 

@@ -14,7 +14,6 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from autoloss.engine.duplicates import GATE as DUPLICATE_GATE

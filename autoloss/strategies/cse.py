@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 from autoloss.engine.protocols import Gate, Stage
-from autoloss.engine.study import BASELINE_GENERATION, finite_fitness
 from autoloss.errors import UserError
 from autoloss.strategies.evolution import EvolutionOptions, EvolutionStrategy, positive_seconds
 

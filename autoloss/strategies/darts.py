@@ -34,6 +34,7 @@ from typing import Any
 
 from autoloss.engine.protocols import Gate, Proposal, Stage, Verdict
 from autoloss.errors import UserError
+from autoloss.strategies.base import StrategyBase
 from autoloss.strategies.evolution import positive_seconds
 
 DERIVED = "derived"  # the verdict of an epoch's derived genotype
@@ -438,16 +439,12 @@ def _fmt(value) -> str:
 # -------------------------------------------------------------------------------- the strategies
 
 
-class DartsStrategy:
+class DartsStrategy(StrategyBase):
     """First-order DARTS with CHASE's changes done right (skip dropout, warm-up, early stopping, seeds)."""
 
     name = "darts"
     Options = DartsOptions
     scheduler = DifferentiableScheduler
-
-    def __init__(self, options: DartsOptions | None = None):
-        self.options = options or self.Options()
-        self.options.validate()
 
     def cheap_gates(self, gates: list[Gate]) -> list[Gate]:
         return list(gates)  # the chosen cells pass the structure and budget gates before the proxy
@@ -455,24 +452,9 @@ class DartsStrategy:
     def stages(self, timeouts: dict[str, float]) -> list[Stage]:
         return [Stage("proxy", self.options.proxy_timeout or timeouts.get("proxy", 3600.0), ranks=True)]
 
-    # the generational hooks: a differentiable search proposes no bred candidates
+    # the generational hook: a differentiable search proposes no bred candidates
     def propose(self, study, generation, count: int, rng: random.Random) -> list[Proposal]:
         raise UserError(f"--strategy {self.name} runs with its own scheduler, not --mode generational/steady-state")
-
-    def admit(self, study, stage: Stage, rows: list, generation: int) -> tuple[list, str]:
-        return list(rows), ""
-
-    def advance(self, study, stage: Stage, scored: list, generation: int) -> tuple[set[int], dict[int, str]]:
-        return {row.id for row, fitness in scored if fitness is not None}, {}
-
-    def bar(self, study, stage: Stage) -> float | None:
-        return None
-
-    def generation_info(self, study, generation: int) -> dict:
-        return {}
-
-    def finished(self, study) -> bool:
-        return False
 
 
 class Darts2Strategy(DartsStrategy):

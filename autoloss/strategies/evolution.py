@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 from autoloss.engine.protocols import Gate, Proposal, Stage
 from autoloss.errors import UserError
+from autoloss.strategies.base import StrategyBase
 
 
 def _check(condition: bool, message: str) -> None:
@@ -78,15 +79,11 @@ def breed_one(study, parents: list[str], rng: random.Random, options: EvolutionO
     return Proposal(child, tuple(from_), "+".join(origin))
 
 
-class EvolutionStrategy:
+class EvolutionStrategy(StrategyBase):
     """An evolutionary strategy: breeds from the hall of fame; subclasses set gates and stages."""
 
     name = "evolution"
     Options = EvolutionOptions
-
-    def __init__(self, options: EvolutionOptions | None = None):
-        self.options = options or self.Options()
-        self.options.validate()
 
     # -- what runs
     def cheap_gates(self, gates: list[Gate]) -> list[Gate]:
@@ -108,18 +105,6 @@ class EvolutionStrategy:
             return [Proposal(ind, (start,), "initial+mutation")
                     for ind in study.operators.initial_population(count, rng)]
         return [breed_one(study, parents, rng, self.options) for _ in range(count)]
-
-    def admit(self, study, stage: Stage, rows: list, generation: int) -> tuple[list, str]:
-        return list(rows), ""
-
-    def advance(self, study, stage: Stage, scored: list, generation: int) -> tuple[set[int], dict[int, str]]:
-        return {row.id for row, fitness in scored if fitness is not None}, {}
-
-    def bar(self, study, stage: Stage) -> float | None:
-        return None
-
-    def generation_info(self, study, generation: int) -> dict:
-        return {}
 
     def finished(self, study) -> bool:
         cap = self.options.max_evaluations
