@@ -22,7 +22,7 @@ def test_plain_log_lines_tell_the_story_of_a_generation():
     progress.generation_done({"generation": 0, "best_fitness": 0.3}, [])
     progress.close()
     lines = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
-    assert lines[0] == "baseline: training the initial loss (mos and proxy): CEI"
+    assert lines[0] == "baseline: training the baseline (mos and proxy): CEI"
     assert "baseline mAP 0.2500" in lines
     assert "generation 1/2: 24 candidates" in lines  # generations are counted from 1 for people
     assert any(line.startswith("  mos") and line.endswith("(5 more not run: at most 4 MOS per generation)")

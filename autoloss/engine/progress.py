@@ -53,7 +53,7 @@ class Progress:
     # -------------------------------------------------------------------- events
 
     def baseline_started(self, genotype: str, stages: list[str]):
-        self._log(f"baseline: training the initial loss ({' and '.join(stages)}): {genotype}")
+        self._log(f"baseline: training the baseline ({' and '.join(stages)}): {genotype}")
 
     def note(self, text: str):
         self._log(text)

@@ -15,7 +15,7 @@ from autoloss.report.run import EXPENSIVE, Evaluation, Run, duration
 
 STRATEGY_TITLES = {"cse": "CSE-Autoloss (cheap gates, then MOS, then the proxy)",
                    "vanilla": "vanilla evolution (validity only, every valid candidate to the proxy)",
-                   "random": "random search (random trees, validity only, every valid candidate to the proxy)"}
+                   "random": "random search (random genotypes, validity only, every valid candidate to the proxy)"}
 FIGURES = {"funnel": "gate_funnel.png", "fitness": "fitness_per_generation.png",
            "time": "candidates_over_time.png"}
 
