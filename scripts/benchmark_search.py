@@ -20,7 +20,7 @@ On the cheap noisy-digits task (a share of its test split held out, see ``--hold
 
 Figures are printed and written to docs/benchmarks.md (search section) with docs/benchmark_search.png.
 
-    python scripts/benchmark_search.py            # default settings (about 15 min on 2 idle cores)
+    python scripts/benchmark_search.py            # default settings (estimated 15 min on 2 idle cores)
     python scripts/benchmark_search.py --quick    # a small check of the whole pipeline
 """
 
