@@ -308,3 +308,10 @@ def test_a_differentiable_strategy_fits_the_same_engine(tmp_path):
 
     record = open_run(tmp_path)
     assert record.best("full", 1)[0][0].genotype == result.best[0].genotype  # readers see it like a bred one
+
+
+def test_the_cap_on_proxy_evaluations_is_exact(tmp_path):
+    """max_evaluations stops the ranking stage at the cap, even in the middle of a generation."""
+    _, store = search(tmp_path, population=8, generations=4, max_evaluations=5)
+    ranked = [v for v in store.verdicts(gate="full") if store.candidate(v.candidate_id).generation >= 0]
+    assert len(ranked) == 5

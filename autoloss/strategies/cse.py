@@ -70,7 +70,9 @@ class CseStrategy(EvolutionStrategy):
 
     def admit(self, study, stage: Stage, rows: list, generation: int) -> tuple[list, str]:
         cap = self.options.max_mos
-        if stage.name != MOS or not cap or len(rows) <= cap:
+        if stage.name != MOS:
+            return super().admit(study, stage, rows, generation)
+        if not cap or len(rows) <= cap:
             return list(rows), ""
         return list(rows[:cap]), f"{len(rows) - cap} more not run: at most {cap} MOS per generation"
 

@@ -106,10 +106,21 @@ class EvolutionStrategy(StrategyBase):
                     for ind in study.operators.initial_population(count, rng)]
         return [breed_one(study, parents, rng, self.options) for _ in range(count)]
 
-    def finished(self, study) -> bool:
+    def evaluations_left(self, study) -> int | None:
+        """What the cap on proxy evaluations leaves (None: no cap)."""
         cap = self.options.max_evaluations
         if cap is None:
-            return False
-        ranking = study.ranking.name
-        return sum(1 for v in study.store.verdicts(gate=ranking)
-                   if study.store.candidate(v.candidate_id).generation >= 0) >= cap
+            return None
+        done = sum(1 for v in study.store.verdicts(gate=study.ranking.name)
+                   if study.store.candidate(v.candidate_id).generation >= 0)
+        return max(cap - done, 0)
+
+    def admit(self, study, stage: Stage, rows: list, generation: int) -> tuple[list, str]:
+        """The ranking stage runs no more candidates than the cap leaves (exactly at the cap)."""
+        left = self.evaluations_left(study) if stage.ranks else None
+        if left is None or len(rows) <= left:
+            return list(rows), ""
+        return list(rows[:left]), f"{len(rows) - left} more not run: the cap of {self.options.max_evaluations} proxy evaluations"
+
+    def finished(self, study) -> bool:
+        return self.evaluations_left(study) == 0
