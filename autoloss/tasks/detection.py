@@ -226,7 +226,7 @@ def loss_watch():
                 return
             value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
             self.last = value
-            heartbeat.beat(runner.iter + 1, runner.max_iters, value)
+            heartbeat.beat(runner.iter + 1, getattr(runner, "max_iters", None), value)
             if not math.isfinite(value):
                 raise Diverged(f"training loss became {value} at iteration {runner.iter + 1}")
 
