@@ -251,12 +251,12 @@ def test_unparsable_config_file(data, tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--detector", "fcos_small"], ["--data DIR", "--demo"]),
     (["--demo"], ["--detector"]),
-    (["--detector", "fcos_small", "--task", "noisy-digits"], ["one of --task and --detector"]),
+    (["--detector", "fcos_small", "--task", "noisy-digits"], ["choose one of --task", "--detector"]),
     (["--detector", "fcos_small", "--demo", "--data", "somewhere"], ["drop --data"]),
     (["--task", "noisy-digits", "--proxy-iters", "5"], ["--proxy-iters applies to detector searches"]),
     (["--detector", "fcos_small", "--demo", "--steps", "5"], ["--steps applies to --task"]),
     (["--detector", "fcos_small", "--demo", "--iou", "confidence"], ["--iou applies to --task"]),
-    (["--detector", "fcos_small", "--demo", "--proxy-iters", "0"], ["--proxy-iters must be a positive integer"]),
+    (["--detector", "fcos_small", "--demo", "--proxy-iters", "0"], ["--proxy-iters must be between 1"]),
 ])
 def test_inconsistent_options(tmp_path, args, words):
     assert_clean_error(autoloss("search", *args, "--out", tmp_path / "run"), *words)
