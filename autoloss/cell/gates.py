@@ -30,10 +30,10 @@ def inputs_reaching_output(genotype: Genotype) -> set[int]:
     return set().union(*depends[2:])
 
 
-class StructureGate:
-    """Valid indices and operations, not all edges ``none``, and an output that depends on both inputs."""
+class _CellGate:
+    """A gate that checks one valid genotype at a time (an invalid one is rejected with its first problem)."""
 
-    name = "structure"
+    name = "cell"
 
     def evaluate(self, candidates: Sequence[Genotype]) -> list[Verdict]:
         return [self._one(g) for g in candidates]
@@ -42,6 +42,18 @@ class StructureGate:
         found = problems(genotype)
         if found:
             return Verdict(self.name, False, f"invalid genotype: {found[0]}")
+        return self.check(genotype)
+
+    def check(self, genotype: Genotype) -> Verdict:
+        raise NotImplementedError
+
+
+class StructureGate(_CellGate):
+    """Valid indices and operations, not all edges ``none``, and an output that depends on both inputs."""
+
+    name = "structure"
+
+    def check(self, genotype: Genotype) -> Verdict:
         metrics = {"fingerprint": fingerprint(genotype), "zero_nodes": len(zero_nodes(genotype))}
         if all(op == "none" for op, _ in genotype.normal):
             return Verdict(self.name, False, "all edges are 'none': the cell outputs zeros", metrics)
@@ -57,7 +69,7 @@ class StructureGate:
         return Verdict(self.name, True, "valid cell; its output depends on both inputs", metrics)
 
 
-class BudgetGate:
+class BudgetGate(_CellGate):
     """At most ``max_params`` parameters and ``max_flops`` multiply-adds (None: no limit) at the given size."""
 
     name = "budget"
@@ -71,13 +83,7 @@ class BudgetGate:
         self.max_flops = max_flops
         self.channels, self.height, self.width = channels, height, width
 
-    def evaluate(self, candidates: Sequence[Genotype]) -> list[Verdict]:
-        return [self._one(g) for g in candidates]
-
-    def _one(self, genotype: Genotype) -> Verdict:
-        found = problems(genotype)
-        if found:
-            return Verdict(self.name, False, f"invalid genotype: {found[0]}")
+    def check(self, genotype: Genotype) -> Verdict:
         params = count_parameters(genotype, self.channels)
         flops = count_flops(genotype, self.channels, self.height, self.width)
         metrics = {"params": params, "flops": flops}
