@@ -92,7 +92,7 @@ def test_variant_configs(data, tmp_path):
     (["--loss-cls", "Neg(Frobnicate(X))"], ["Frobnicate"]),
     (["--loss-reg", "CEI"], ["CEI"]),
     (["--loss-cls", "FLI", "--space-cls", "cls_sigmoid"], ["softmax scores"]),
-    (["--loss-cls", "CEI", "--seeds", "0"], ["--seeds must be at least 1"]),
+    (["--loss-cls", "CEI", "--seeds", "0"], ["--seeds must be between 1"]),
     (["--loss-cls", "CEI", "--name", "CE + L1"], ["name of a baseline"]),
 ])
 def test_bad_input(data, tmp_path, extra, words):

@@ -93,7 +93,7 @@ def test_bad_option_values_are_one_line(argv, words):
     (["--max-mos", "0"], ["--max-mos"]),
     (["--mos-margin", "nan"], ["--mos-margin"]),
     (["--seed", "1208925819614629174706176"], ["--seed"]),
-    (["--strategy", "vanilla", "--top-k", "2"], ["--top-k", "cse"]),
+    (["--strategy", "vanilla", "--top-k", "2"], ["--top-k", "does not apply to --strategy vanilla"]),
 ])
 def test_bad_search_options_leave_no_store(tmp_path, extra, words):
     out = tmp_path / "run"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from autoloss.engine.store import CandidateRow, RunStore, VerdictRow
+from autoloss.engine.store import CandidateRow, RunStore, StoreError, VerdictRow
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_add_candidate_idempotent(store):
     b = store.add_candidate(0, 1, "mul(x, y)", parents=["add(x, y)"], origin="mutation", fingerprint="f1")
     assert a != b
     assert store.add_candidate(0, 0, "add(x, y)", origin="whatever") == a
-    with pytest.raises(ValueError, match="regenerate"):
+    with pytest.raises(StoreError, match="another search or altered"):  # a resume must make the same population
         store.add_candidate(0, 0, "sub(x, y)")
     row = store.candidate(b)
     assert isinstance(row, CandidateRow)
