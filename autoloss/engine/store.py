@@ -151,6 +151,13 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
     return path or "<root>"
 
 
+def config_difference(stored: dict, config: dict) -> str | None:
+    """Where ``config`` differs from a stored run config (the first key, dotted), or None when equal."""
+    if _dumps(stored) == _dumps(config):
+        return None
+    return _first_difference(stored, json.loads(_dumps(config)))
+
+
 def _candidate(row: tuple) -> CandidateRow:
     cid, generation, index, genotype, parents, origin, fingerprint, created = row
     return CandidateRow(cid, generation, index, genotype, _loads(parents, list), origin, fingerprint, created)
@@ -259,12 +266,10 @@ class RunStore:
 
     def save_config(self, config: dict) -> None:
         """Store the run's config once; the same config again is a no-op, a different one a ValueError."""
-        text = _dumps(config)
-        row = self._one("SELECT value FROM config WHERE id = 1")
-        if row is None:
-            self._db.execute("INSERT INTO config (id, value) VALUES (1, ?)", (text,))
-        elif row[0] != text:
-            key = _first_difference(_loads(row[0], dict), json.loads(text))
+        stored = self.load_config()
+        if stored is None:
+            self._db.execute("INSERT INTO config (id, value) VALUES (1, ?)", (_dumps(config),))
+        elif (key := config_difference(stored, config)) is not None:
             raise ValueError(f"config differs from the one stored in {self.path} at key {key!r}")
 
     def load_config(self) -> dict | None:

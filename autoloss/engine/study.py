@@ -10,7 +10,6 @@ genotype is beyond the :class:`~autoloss.engine.protocols.Representation` protoc
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -109,11 +108,10 @@ def run_config(problem: Problem, strategy, seed: int, scheduler: str, extra_conf
 def check_resume(store, config: dict, problem: Problem) -> None:
     """Refuse (before anything is written) to resume a store of another search: its config and its
     baseline must be the ones this search makes. ``store`` may be read-only."""
-    from autoloss.engine.store import StoreError, _dumps, _first_difference
+    from autoloss.engine.store import StoreError, config_difference
 
     stored = store.load_config()
-    if stored is not None and _dumps(stored) != _dumps(config):
-        key = _first_difference(stored, json.loads(_dumps(config)))
+    if stored is not None and (key := config_difference(stored, config)) is not None:
         raise StoreError(f"cannot resume {store.path} with different options: the stored run differs at {key!r}")
     rep = problem.representation
     expected = rep.key(rep.parse(problem.baseline) if problem.baseline else rep.initial())
