@@ -9,3 +9,9 @@ class UserError(Exception):
 
 class ExpressionError(UserError):
     """A loss expression that cannot be parsed in the given search space."""
+
+
+class NothingBetter(UserError):
+    """No searched candidate beat the baseline: nothing worth exporting unless asked (exit 1)."""
+
+    exit_code = 1

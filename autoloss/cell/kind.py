@@ -67,8 +67,8 @@ def describer(config: dict) -> CellDescriber:
     return CellDescriber(config)
 
 
-def export_run(run_dir, top: int = 1, out=None, name=None, **_):
+def export_run(run_dir, top: int = 1, out=None, name=None, include_worse: bool = False, **_):
     """The best ``top`` cells of the run as a standalone PyTorch module (:func:`autoloss.cell.export.export_run`)."""
     from autoloss.cell.export import export_run as export
 
-    return export(run_dir, top=top, out=out, name=name)
+    return export(run_dir, top=top, out=out, name=name, include_worse=include_worse)

@@ -32,7 +32,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                                            "faster_rcnn_small, fcos_small or a config path (default: the run's; "
                                            "for --expression, a two-stage or one-stage head after the space)")
     export.add_argument("--include-worse", action="store_true",
-                        help="also export losses that did not beat the baseline on the proxy (each says so); "
+                        help="also export losses (or cells) that did not beat the baseline on the proxy (each says so); "
                              "without it a run where nothing beat the baseline exports nothing (exit 1)")
     export.set_defaults(handler=run_export)
     return export
@@ -47,7 +47,8 @@ def run_export(args: argparse.Namespace) -> int:
         if record.kind != "loss":
             if args.space or args.detector:
                 raise UserError(f"--space and --detector apply to loss runs; {args.run_dir} is a {record.kind} run")
-            result = kind(record.kind).export_run(args.run_dir, top=args.top, out=args.out, name=args.name)
+            result = kind(record.kind).export_run(args.run_dir, top=args.top, out=args.out, name=args.name,
+                                                   include_worse=args.include_worse)
             print(result.summary())
             return 0
     from autoloss.export.exporter import export_expression, export_run

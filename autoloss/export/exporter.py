@@ -16,7 +16,7 @@ import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from autoloss.errors import UserError
+from autoloss.errors import NothingBetter, UserError
 from autoloss.export.module import ExportedLoss, module_source
 from autoloss.export.run import RunLosses, Scored, read_run
 from autoloss.export.snippet import Placement, config_snippet, default_placement, detector_placement
@@ -80,12 +80,6 @@ def module_name_for(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ from a run
-
-
-class NothingBetter(UserError):
-    """No searched loss beat the baseline: nothing worth exporting unless asked (exit 1)."""
-
-    exit_code = 1
 
 
 def export_run(run_dir, top: int = 1, out=None, name: str | None = None,
