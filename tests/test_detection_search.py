@@ -25,7 +25,7 @@ from autoloss.loss.space import load_space
 from autoloss.mmdet.detectors import detector_config_path
 from autoloss.tasks.detection import DetectionTask, Diverged, _metric, loss_watch, prepare_task
 from cli_helpers import assert_clean_error, autoloss
-from rankings import DETECTOR_TINY, ranking
+from rankings import DETECTOR_TINY, assert_same_ranking, ranking
 
 torch.set_num_threads(2)
 
@@ -182,7 +182,7 @@ def test_tiny_search_runs_end_to_end(tiny_search, detector, branch):
     assert (out / "d_verify.json").is_file()
     # the same seeded search ends as recorded (tests/golden/rankings.json, tests/rankings.py)
     golden = json.loads((Path(__file__).parent / "golden" / "rankings.json").read_text())
-    assert ranking(out / "run.sqlite") == golden[f"{detector}/{branch}"]
+    assert_same_ranking(ranking(out / "run.sqlite"), golden[f"{detector}/{branch}"], tolerance=0.01)
     logs = list((out / "work").glob("*/*/run.log"))
     assert {p.parent.parent.name for p in logs} == {"mos", "proxy"}
 
