@@ -315,3 +315,36 @@ def test_the_cap_on_proxy_evaluations_is_exact(tmp_path):
     _, store = search(tmp_path, population=8, generations=4, max_evaluations=5)
     ranked = [v for v in store.verdicts(gate="full") if store.candidate(v.candidate_id).generation >= 0]
     assert len(ranked) == 5
+
+
+@pytest.mark.parametrize("mode", ["generational", "steady-state"])
+def test_cse_can_compare_the_first_generation_with_the_initial_individual(tmp_path, mode):
+    """With a baseline far better than where breeding starts (a tracker's hand neck against a cell), the
+    baseline's MOS bars every first-generation child; ``mos_reference="initial"`` compares the children
+    with the initial individual instead, evaluated once on the MOS alone and never ranked."""
+    from dataclasses import replace
+
+    from autoloss.engine.store import REFERENCE_GENERATION
+    from autoloss.strategies.cse import CseOptions, CseStrategy
+
+    problem = replace(toy.problem(), baseline="1" * toy.BITS)  # MOS 1.0; the initial string's is -0.05
+    budget = {"population": 6, "generations": 1, "parents": 2, "top_k": 2}
+
+    def first_generation_ranked(store):
+        return [v for v in store.verdicts(gate="proxy") if store.candidate(v.candidate_id).generation == 0]
+
+    _, store = search(tmp_path / "baseline", mode, strategy=CseStrategy(CseOptions(**budget)), problem=problem)
+    assert first_generation_ranked(store) == [] and store.candidates(REFERENCE_GENERATION) == []
+    reasons = [v.reason for v in store.verdicts(gate="mos") if store.candidate(v.candidate_id).generation == 0]
+    assert reasons and all(("the baseline's MOS" if mode == "generational" else "below the bar 1.0000") in r
+                           for r in reasons), reasons
+
+    strategy = CseStrategy(CseOptions(**budget, mos_reference="initial"))
+    _, store = search(tmp_path / "initial", mode, strategy=strategy, problem=problem)
+    [reference] = store.candidates(REFERENCE_GENERATION)
+    assert reference.genotype == "0" * toy.BITS and reference.fingerprint is None
+    assert [v.gate for v in store.verdicts() if v.candidate_id == reference.id] == ["mos"]
+    assert len(first_generation_ranked(store)) == 2  # the top K of the children above the initial's MOS
+    assert store.best("proxy", 1)[0][0].genotype == "1" * toy.BITS  # the baseline still heads the ranking
+    with pytest.raises(UserError, match="--mos-reference must be one of baseline, initial"):
+        CseOptions(mos_reference="hand").validate()

@@ -19,7 +19,7 @@ import torch
 
 from autoloss.cell.representation import HAND, INITIAL, CellRepresentation
 from autoloss.cell.genotype import format_genotype
-from autoloss.engine.store import RunStore, StoreError
+from autoloss.engine.store import REFERENCE_GENERATION, RunStore, StoreError
 from cli_helpers import assert_clean_error, autoloss
 
 # A tiny proxy: 64 px crops, C = 8, a few steps; 2 sequences per split of 6 frames.
@@ -29,7 +29,7 @@ TINY = {"channels": 8, "crop_size": 64, "baseline_steps": 3, "baseline_batch": 1
         "mos_steps": 2, "mos_sequences": 1}
 OPTIONS = [arg for key, value in TINY.items() for arg in ("--tracker-option", f"{key}={value}")]
 BUDGET = ["--population", "4", "--generations", "2", "--top-k", "2", "--parents", "2", "--seed", "1",
-          "--workers", "1"]
+          "--workers", "1", "--mos-margin", "0.02"]  # the margin given: --demo and --data runs must match
 TIMEOUT = 600
 
 
@@ -64,6 +64,11 @@ def test_the_demo_search_runs_end_to_end_and_stores_a_cell_run(demo_run):
             assert representation.key(representation.parse(row.genotype)) == row.genotype
         first = [row for row in searched if row.generation == 0]
         assert all(row.parents == [format_genotype(INITIAL)] for row in first)  # bred from the initial cell
+        # the first generation's MOS bar is the initial cell's (the hand neck's would bar every cell)
+        [reference] = store.candidates(REFERENCE_GENERATION)
+        assert reference.genotype == representation.key(INITIAL) and reference.fingerprint is None
+        assert store.verdict(reference.id, "mos").status == "ok" and store.verdict(reference.id, "proxy") is None
+        assert store.load_config()["options"]["mos_reference"] == "initial"
         proxied = [v for v in store.verdicts(gate="proxy") if v.status == "ok"]
         assert len(proxied) >= 2 and all(0.0 <= v.metrics["ao"] <= 1.0 for v in proxied)
         assert all({"sr50", "sr75", "fps"} <= v.metrics.keys() for v in proxied)
@@ -121,7 +126,7 @@ def test_report_of_a_cell_run_has_ao_per_generation_the_funnel_and_cell_pictures
 def test_export_writes_a_module_that_needs_only_torch(demo_run, tmp_path):
     out, _ = demo_run
     module = tmp_path / "found_cells.py"
-    result = autoloss("export", out, "--top", "2", "--out", module, timeout=TIMEOUT)
+    result = autoloss("export", out, "--top", "2", "--out", module, "--include-worse", timeout=TIMEOUT)  # tiny: may not beat it
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"wrote {module}" in result.stdout and "Genotype(normal=" in result.stdout
     source = module.read_text()

@@ -88,6 +88,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     evo.add_argument("--mutation", type=finite_float("--mutation", 0, 1), help=f"p2 (default: {_D.mutation})")
     evo.add_argument("--mos-margin", type=finite_float("--mos-margin", 0),
                      help=f"cse: pass MOS at >= threshold - margin (default: {_D.mos_margin})")
+    evo.add_argument("--mos-reference", choices=["baseline", "initial"],
+                     help="cse: the first generation's MOS threshold is the baseline's score or that of the initial "
+                          "individual breeding starts from (default: baseline; initial for --tracker, whose "
+                          "baseline is the hand neck)")
     evo.add_argument("--max-mos", type=count, help="cse: at most this many MOS runs per generation (default: all)")
     evo.add_argument("--max-evaluations", type=count,
                      help="stop once this many proxy evaluations are stored (default: no cap)")
@@ -157,6 +161,8 @@ def strategy_options(args: argparse.Namespace):
         budget = DEMO_TRACKING_BUDGET if getattr(args, "tracker", None) else DEMO_BUDGET
         budget = DEMO_DIFFERENTIABLE if is_differentiable(args.strategy) else budget
         given = {**{k: v for k, v in budget.items() if k in names}, **given}
+    if "mos_reference" in names and "mos_reference" not in given and getattr(args, "tracker", None):
+        given["mos_reference"] = "initial"  # the hand neck is the baseline; breeding starts from a cell
     if "top_k" in names and "top_k" not in given and "population" in given:
         given["top_k"] = min(_D.top_k, given["population"])  # the default K, within a small population
     return cls(cls.Options(**given))

@@ -43,6 +43,7 @@ class Generational:
             study.close_gates()
             study.progress.close()
             return SearchResult([], None, study.evaluations)
+        strategy.prepare(study)
         done = set(study.store.finished_generations())
         retry_transient(study, strategy, done)
         summaries = []
@@ -130,6 +131,7 @@ class SteadyState:
             study.close_gates()
             study.progress.close()
             return SearchResult([], None, study.evaluations)
+        strategy.prepare(study)
         budget = options.population * options.generations
         retry_transient(study, strategy, set(study.store.finished_generations()))
         timeout = sum(stage.timeout for stage in study.stages)

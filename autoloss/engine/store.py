@@ -39,6 +39,7 @@ STATUSES = ("ok", "failed", "timeout", "crashed", "oom", "error", "diverged")
 TRANSIENT = ("timeout", "crashed", "oom")
 DETERMINISTIC = ("failed", "error", "diverged")
 BASELINE_GENERATION = -1  # the generation number of the baseline, evaluated before the search
+REFERENCE_GENERATION = -2  # the breeding origin, when a strategy compares with it and it is not the baseline
 SCHEMA_VERSION = 2  # 0: before versioning (no attempts column); 1 never existed; 2: attempts
 
 

@@ -20,7 +20,7 @@ from autoloss.engine.duplicates import Duplicates
 from autoloss.engine.executors import Job
 from autoloss.engine.progress import Progress
 from autoloss.engine.protocols import Evaluate, Gate, Proposal, Representation, Stage, Verdict
-from autoloss.engine.store import BASELINE_GENERATION, DETERMINISTIC, CandidateRow, RunStore, VerdictRow
+from autoloss.engine.store import BASELINE_GENERATION, DETERMINISTIC, REFERENCE_GENERATION, CandidateRow, RunStore, VerdictRow
 from autoloss.timelimit import Outcome
 
 DEFAULT_RETRIES = 2  # transient failures (timeout, crashed worker, out of memory) rerun on resume
@@ -100,7 +100,8 @@ def run_config(problem: Problem, strategy, seed: int, scheduler: str, extra_conf
         names = [gate.name for gate in strategy.cheap_gates(problem.representation.gates())]
         screening = names[:1] + [DUPLICATE_GATE] + names[1:]
     return {"representation": problem.representation.kind, "metric": problem.metric, "strategy": strategy.name,
-            "options": asdict(strategy.options), "scheduler": scheduler, "seed": seed, "task": problem.task,
+            "options": strategy.options.stored() if hasattr(strategy.options, "stored") else asdict(strategy.options),
+            "scheduler": scheduler, "seed": seed, "task": problem.task,
             **(extra_config or {}), "pipeline": screening + [s.name for s in stages],
             "stages": [s.name for s in stages], "ranking": next(s.name for s in stages if s.ranks)}
 
@@ -199,6 +200,29 @@ class Study:
         self.progress.baseline(fitness)
         return result
 
+    def reference(self, stage: Stage) -> float | None:
+        """The initial individual (where breeding starts) evaluated on ``stage`` once per run; its fitness.
+
+        When the baseline is the initial individual (losses) that is the baseline's result; otherwise
+        (a tracker's hand neck against the cell breeding starts from) the initial individual is stored
+        apart (generation ``REFERENCE_GENERATION``), claims no fingerprint and is never ranked.
+        """
+        rep = self.representation
+        initial = rep.initial()
+        baseline = self.baseline_row()
+        if baseline is not None and baseline.genotype == rep.key(initial):
+            return self.fitness(baseline.id, stage.name)
+        row = self.add_candidate(REFERENCE_GENERATION, 0, Proposal(initial, (), "reference"))
+        return self.evaluate([row], stage)[row.id]
+
+    def reference_fitness(self, stage: str) -> float | None:
+        """The stored result of :meth:`reference` on ``stage`` (None until it ran)."""
+        rows = self.store.candidates(REFERENCE_GENERATION)
+        if not rows:
+            baseline = self.baseline_row()
+            return self.fitness(baseline.id, stage) if baseline is not None else None
+        return self.fitness(rows[0].id, stage)
+
     # ------------------------------------------------------------------ cheap gates and duplicates
 
     def screening_steps(self) -> list[str]:
@@ -284,7 +308,7 @@ class Study:
         else:
             self.record(row, Verdict(stage.name, False, outcome.error or outcome.status, {"fitness": None}),
                         failure_status(outcome), outcome.seconds, attempt)
-        if stage.ranks and row.generation != BASELINE_GENERATION:
+        if stage.ranks and row.generation >= 0:
             self.evaluations += 1
         self.progress.evaluated(stage.name, row.genotype, fitness, "", ranks=stage.ranks)
         return fitness

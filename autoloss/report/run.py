@@ -181,7 +181,7 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
         evaluation = Evaluation(verdict.gate, row, verdict, reused=reused)
         if row.generation == BASELINE_GENERATION:
             baseline_scores[verdict.gate] = evaluation
-        else:
+        elif row.generation >= 0:  # not the MOS reference (the initial individual when it is not the baseline)
             evaluations.append(evaluation)
 
     numbers = sorted({c.generation for c in candidates.values() if c.generation >= 0} | finished)

@@ -16,6 +16,9 @@ class StrategyBase:
         self.options = options or self.Options()
         self.options.validate()
 
+    def prepare(self, study) -> None:
+        """Before the first generation, after the baseline: evaluate what the strategy compares with."""
+
     def admit(self, study, stage: Stage, rows: list, generation: int) -> tuple[list, str]:
         return list(rows), ""
 

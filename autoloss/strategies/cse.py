@@ -1,20 +1,27 @@
 """CSE-Autoloss (the paper's Algorithm 1): every cheap gate, the model optimisation simulation, the proxy.
 
 A generation's survivors of the cheap gates run the MOS (at most ``max_mos`` of them); those that
-score at least the threshold (the MOS score of the previous generation's best loss; the baseline's
-in the first generation), minus ``mos_margin``, pass, and the top K of them go on to the proxy.
+score at least the threshold (the MOS score of the previous generation's best loss; in the first
+generation the baseline's, or with ``mos_reference="initial"`` the MOS score of the individual that
+breeding starts from), minus ``mos_margin``, pass, and the top K of them go on to the proxy.
+
+For losses the baseline is the initial loss, so both references agree. A tracker's baseline is its
+hand-designed neck while breeding starts from a published cell: a plain conv stack trains faster in
+the MOS's few steps than any cell, so against it no first-generation cell would pass; the children
+are compared with the cell they come from instead, as CSE compares them with the initial loss.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from autoloss.engine.protocols import Gate, Stage
 from autoloss.errors import UserError
 from autoloss.strategies.evolution import EvolutionOptions, EvolutionStrategy, positive_seconds
 
 MOS = "mos"
+MOS_REFERENCES = ("baseline", "initial")
 
 
 @dataclass
@@ -23,6 +30,15 @@ class CseOptions(EvolutionOptions):
     mos_margin: float = 0.0  # pass MOS at >= threshold - margin
     max_mos: int | None = None  # at most this many MOS runs per generation (None: every survivor)
     mos_timeout: float | None = None  # seconds per MOS evaluation (None: the problem's default)
+    mos_reference: str = "baseline"  # the first generation's MOS threshold: the baseline's or the initial one's
+
+    def stored(self) -> dict:
+        """The options as a run stores them; ``mos_reference`` only when not the default, so that runs
+        stored before it existed still resume."""
+        options = asdict(self)
+        if options["mos_reference"] == "baseline":
+            del options["mos_reference"]
+        return options
 
     def validate(self) -> None:
         super().validate()
@@ -35,6 +51,8 @@ class CseOptions(EvolutionOptions):
             raise UserError(f"--max-mos must be a positive integer no larger than --population ({self.population}), "
                             f"got {self.max_mos}")
         positive_seconds("mos_timeout", self.mos_timeout)
+        if self.mos_reference not in MOS_REFERENCES:
+            raise UserError(f"--mos-reference must be one of {', '.join(MOS_REFERENCES)}, got {self.mos_reference!r}")
 
 
 class CseStrategy(EvolutionStrategy):
@@ -48,10 +66,17 @@ class CseStrategy(EvolutionStrategy):
         mos = Stage(MOS, self.options.mos_timeout or timeouts.get(MOS, 600.0))
         return [mos] + super().stages(timeouts)
 
+    def prepare(self, study) -> None:
+        if self.options.mos_reference == "initial":
+            study.reference(next(stage for stage in study.stages if stage.name == MOS))
+
     def threshold(self, study, generation: int | None) -> float | None:
-        """The MOS score of the best loss before ``generation`` (None: so far); the baseline's first."""
-        baseline = study.baseline_row()
-        value = study.fitness(baseline.id, MOS) if baseline is not None else None
+        """The MOS score of the best candidate before ``generation`` (None: so far); first, the reference's."""
+        if self.options.mos_reference == "initial":
+            value = study.reference_fitness(MOS)
+        else:
+            baseline = study.baseline_row()
+            value = study.fitness(baseline.id, MOS) if baseline is not None else None
         if generation is None:
             best = study.hall_of_fame(1, searched_only=True)
             mos = best[0].scores.get(MOS) if best else None
@@ -89,10 +114,14 @@ class CseStrategy(EvolutionStrategy):
             if row.id in chosen:
                 reasons[row.id] = f"score {f:.4f} >= threshold {bar:.4f}, in the top {k}"
             elif f < bar:
-                reasons[row.id] = f"score {f:.4f} below the threshold {bar:.4f} (previous generation's best)"
+                reasons[row.id] = f"score {f:.4f} below the threshold {bar:.4f} ({self._source(generation)})"
             else:
                 reasons[row.id] = f"score {f:.4f} passed the threshold but not in the top {k}"
         return chosen, reasons
+
+    def _source(self, generation: int) -> str:
+        first = "the initial individual's" if self.options.mos_reference == "initial" else "the baseline's"
+        return f"{first} MOS" if generation == 0 else f"the best earlier candidate's MOS, else {first}"
 
     def bar(self, study, stage: Stage) -> float | None:
         if stage.name != MOS:
