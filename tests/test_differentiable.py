@@ -224,6 +224,47 @@ def test_the_virtual_step_is_the_real_step_without_changing_the_optimiser(make):
     assert str(optimizer.state_dict()) == str(before)
 
 
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_shared_step_is_the_second_order_update_and_its_virtual_step_is_the_real_one(clip):
+    """One weight gradient for both: alpha moves by DARTS's second-order gradient of the (clipped) step
+    the weight optimiser really takes, and the weights land where the virtual step put them."""
+    model = Quadratic(seed=1)
+    lr = 0.05
+    opt_w = torch.optim.SGD([model.w], lr=lr)
+    w, a = model.w.detach().clone(), model.a.detach().clone()
+    g = model.train_grad(w, a)
+    scale = 1.0 if clip is None else min(1.0, clip / (float(g.norm()) + 1e-6))  # clip_grad_norm_'s factor
+    w_prime = w - lr * scale * g
+    expected = hypergradient(model, w_prime, lr * scale * model.B)  # the clip factor held constant
+    architect = Architect(model, quadratic_loss, opt_w, torch.optim.SGD([model.a], lr=0.1), order=2)
+    train_loss, valid_loss = architect.shared_step("train", "valid", grad_clip=clip)
+    assert train_loss == pytest.approx(float(model.train_loss(w, a)))
+    assert valid_loss == pytest.approx(float(model.valid_loss(w_prime, a)))
+    assert torch.allclose(model.w.detach(), w_prime, rtol=1e-12, atol=1e-14)  # the real step is the virtual one
+    assert torch.allclose(model.a.detach(), a - 0.1 * expected, rtol=1e-6, atol=1e-8)
+    if clip is not None:
+        assert scale < 0.5  # the clip acted: the test tells a clipped virtual step from an unclipped one
+
+
+def test_shared_step_with_adam_matches_the_separate_steps_at_the_same_point():
+    """With Adam, shared_step's alpha update is step()'s at the same (w, alpha), and its weight step is
+    the one Adam takes from that gradient."""
+    model = Quadratic(seed=2)
+    opt_w = torch.optim.Adam([model.w], lr=0.05)
+    real_weight_steps(model, opt_w, 3)
+    twin = copy.deepcopy(model)
+    twin_w = torch.optim.Adam([twin.w], lr=0.05)
+    twin_w.load_state_dict(copy.deepcopy(opt_w.state_dict()))
+    expected, _ = Architect(twin, quadratic_loss, twin_w, torch.optim.SGD([twin.a], lr=0.1), order=2).gradient(
+        "train", "valid")
+    twin.w.grad = torch.autograd.grad(quadratic_loss(twin, "train"), [twin.w])[0]
+    twin_w.step()
+    a = model.a.detach().clone()
+    Architect(model, quadratic_loss, opt_w, torch.optim.SGD([model.a], lr=0.1), order=2).shared_step("train", "valid")
+    assert torch.allclose(model.a.detach(), a - 0.1 * expected[0], rtol=1e-10, atol=1e-12)
+    assert torch.allclose(model.w.detach(), twin.w.detach(), rtol=1e-12, atol=1e-14)
+
+
 def test_second_order_refuses_an_optimiser_it_cannot_unroll():
     model = Quadratic()
     with pytest.raises(ValueError, match="SGD, Adam or AdamW"):

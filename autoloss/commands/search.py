@@ -114,6 +114,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     diff.add_argument("--arch-lr", type=finite_positive("--arch-lr"), help="Adam on alpha (default: 3e-4)")
     diff.add_argument("--eigenvalue", action=argparse.BooleanOptionalAction, default=None,
                       help="log the dominant Hessian eigenvalue per epoch (default: on)")
+    diff.add_argument("--share-gradient", action=argparse.BooleanOptionalAction, default=None,
+                      help="darts2: one weight gradient for the virtual and the real weight step, 4 passes per "
+                           "iteration instead of 5 (default: on)")
     diff.add_argument("--proxy", choices=["seeds", "winner"], help="which chosen cells are retrained on the "
                                                                     "proxy (default: each seed's)")
     diff.add_argument("--epoch-timeout", type=finite_positive("--epoch-timeout"),

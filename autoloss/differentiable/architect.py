@@ -79,31 +79,69 @@ class Architect:
         if order == 2:
             virtual_step_rule(weight_optimizer)  # refuse an unsupported optimiser now, not mid-search
 
-    def step(self, train_batch: Any, valid_batch: Any) -> float:
-        """One architecture update; returns the validation loss at the point it was evaluated."""
-        grads, loss = self.gradient(train_batch, valid_batch)
+    def step(self, train_batch: Any, valid_batch: Any, train_grads: Sequence[torch.Tensor | None] | None = None,
+             random_start: RandomState | None = None, grad_scale: float = 1.0) -> float:
+        """One architecture update; returns the validation loss at the point it was evaluated.
+
+        ``train_grads`` (second order): the weight gradient on ``train_batch`` already computed (with
+        the random numbers captured in ``random_start`` before its forward pass), as the gradient the
+        weight optimiser is about to step with, scaled by ``grad_scale`` from the raw gradient (a clip,
+        held constant); see :meth:`shared_step`.
+        """
+        grads, loss = self.gradient(train_batch, valid_batch, train_grads, random_start, grad_scale)
         for parameter, grad in zip(self.model.arch_parameters(), grads):
             parameter.grad = grad
         self.arch_optimizer.step()
         return loss
 
-    def gradient(self, train_batch: Any, valid_batch: Any) -> tuple[list[torch.Tensor], float]:
+    def gradient(self, train_batch: Any, valid_batch: Any, train_grads: Sequence[torch.Tensor | None] | None = None,
+                 random_start: RandomState | None = None, grad_scale: float = 1.0) -> tuple[list[torch.Tensor], float]:
         """The architecture gradient (one tensor per arch parameter) and the validation loss; nothing is updated."""
         with preserved_buffers(self.model):
             if self.order == 1:
                 return self._first_order(valid_batch)
-            return self._second_order(train_batch, valid_batch)
+            return self._second_order(train_batch, valid_batch, train_grads, random_start, grad_scale)
+
+    def shared_step(self, train_batch: Any, valid_batch: Any, grad_clip: float | None = None) -> tuple[float, float]:
+        """Second order: one weight step and one architecture update sharing the weight gradient.
+
+        The training batch's weight gradient at ``(w, alpha)`` (clipped to ``grad_clip`` as the weight
+        step clips it) is computed once: the virtual step is built from it, so it *is* the real step
+        the weight optimiser then takes (``w' = w_next``), and the architecture gradient is DARTS's
+        second-order one at ``(w, alpha)``, as :meth:`step` computes it. One forward and backward pass
+        fewer than :meth:`step` followed by a separate weight step; the weight step uses the gradient
+        at the architecture before its update (the weight step first, then the architecture's, where
+        DARTS orders them the other way round). Returns (training loss, validation loss).
+        """
+        weights = [p for group in self.weight_optimizer.param_groups for p in group["params"]]
+        random_start = RandomState.capture(cuda_devices(weights + list(self.model.arch_parameters())))
+        loss = self.loss_fn(self.model, train_batch)  # the weight step's pass: buffers update as in a real step
+        grads = _grads_or_none(loss, weights)
+        for parameter, grad in zip(weights, grads):
+            parameter.grad = grad
+        scale = 1.0
+        if grad_clip is not None:  # clip_grad_norm_'s factor, held constant in the derivative
+            norm = float(nn.utils.clip_grad_norm_([p for p in weights if p.grad is not None], grad_clip))
+            scale = min(1.0, grad_clip / (norm + 1e-6))
+        valid_loss = self.step(train_batch, valid_batch, [p.grad for p in weights], random_start, scale)
+        self.weight_optimizer.step()
+        return float(loss.detach()), valid_loss
 
     def _first_order(self, valid_batch: Any) -> tuple[list[torch.Tensor], float]:
         arch = list(self.model.arch_parameters())
         loss = self.loss_fn(self.model, valid_batch)
         return _grads_or_zeros(loss, arch), float(loss.detach())
 
-    def _second_order(self, train_batch: Any, valid_batch: Any) -> tuple[list[torch.Tensor], float]:
+    def _second_order(self, train_batch: Any, valid_batch: Any, train_grads=None,
+                      random_start: RandomState | None = None, grad_scale: float = 1.0,
+                      ) -> tuple[list[torch.Tensor], float]:
         model, arch = self.model, list(self.model.arch_parameters())
         weights = [p for group in self.weight_optimizer.param_groups for p in group["params"]]
-        random_start = RandomState.capture(cuda_devices(weights + arch))
-        train_grads = _grads_or_none(self.loss_fn(model, train_batch), weights)
+        if train_grads is None:
+            random_start = RandomState.capture(cuda_devices(weights + arch))
+            train_grads = _grads_or_none(self.loss_fn(model, train_batch), weights)
+        elif random_start is None:
+            raise ValueError("given train_grads, give the random state captured before their forward pass")
         virtual = VirtualStep(self.weight_optimizer, train_grads, adam_jacobian=self.adam_jacobian, xi=self.xi)
         original = [w.detach().clone() for w in weights]
 
@@ -115,6 +153,8 @@ class Architect:
 
         v, arch_grads = valid_grads[: len(weights)], valid_grads[len(weights):]
         u = virtual.vector_jacobian(v)
+        if grad_scale != 1.0:  # the step's gradient is grad_scale times the training loss's
+            u = [grad_scale * x for x in u]
         norm = math.sqrt(sum(float((x * x).sum()) for x in u))
         if norm > 0.0:
             radius = self.r / norm

@@ -11,6 +11,10 @@ batch:
    and the weight step runs at the shifted point; alpha itself is never overwritten;
 3. the weight step (gradient clipping as DARTS, 5 by default).
 
+Second order (``darts2``) by default shares steps 1 and 3's weight gradient (``share_gradient``;
+:meth:`Architect.shared_step`): the virtual step is then the real one and an iteration costs four
+forward-backward passes instead of five.
+
 Every epoch sets the skip-dropout rate on the modules, and ends with the derived genotype, the
 hold-out losses of the supernet and of the derived cell (the supernet with the genotype's one-hot
 weights, eval mode), optionally the dominant eigenvalue of the architecture-split loss's Hessian in
@@ -64,6 +68,7 @@ class SearchOptions:
     ms_temperature: float = 1.0
     eigenvalue: bool = False
     eigenvalue_iterations: int = 20
+    share_gradient: bool = True  # second order: one weight gradient for the virtual and the real step
     seed: int = 0
 
     def __post_init__(self):
@@ -128,6 +133,13 @@ class DifferentiableSearch:
         for train_batch, arch_batch in zip(_iterate(self.train_batches, epoch), _iterate(self.arch_batches, epoch)):
             if first_arch_batch is None:
                 first_arch_batch = arch_batch
+            if arch_active and self.shares_gradient:
+                tick = time.perf_counter()
+                train_loss, arch_loss = self.architect.shared_step(train_batch, arch_batch, options.grad_clip)
+                train_losses.append(train_loss)
+                arch_losses.append(arch_loss)
+                arch_seconds += time.perf_counter() - tick
+                continue
             if arch_active:
                 tick = time.perf_counter()
                 arch_losses.append(self.architect.step(train_batch, arch_batch))
@@ -169,6 +181,12 @@ class DifferentiableSearch:
         self.history.append(record)
         self.epoch = epoch + 1
         return record
+
+    @property
+    def shares_gradient(self) -> bool:
+        """Second order without a mean shift (whose weight step is at the shifted point): see
+        :meth:`Architect.shared_step`."""
+        return self.options.share_gradient and self.options.order == 2 and self.options.method != "ms-darts"
 
     def _weight_step(self, batch: Any) -> float:
         loss = self.loss_fn(self.model, batch)

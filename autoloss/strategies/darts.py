@@ -118,11 +118,21 @@ class DartsOptions:
 @dataclass
 class Darts2Options(DartsOptions):
     adam_jacobian: str = "frozen"  # the virtual Adam step's Jacobian: second moment frozen, or exact
+    share_gradient: bool = True  # one weight gradient for the virtual and the real step (4 passes, not 5)
+
+    def stored(self) -> dict:
+        """The options as a run stores them; ``share_gradient`` only when on, so that runs stored before
+        it existed (which did not share) resume with ``--no-share-gradient``."""
+        options = asdict(self)
+        if not options["share_gradient"]:
+            del options["share_gradient"]
+        return options
 
     def validate(self) -> None:
         super().validate()
         _check(self.adam_jacobian in ("frozen", "exact"),
                f"--adam-jacobian is frozen or exact, got {self.adam_jacobian!r}")
+        _check(isinstance(self.share_gradient, bool), f"share_gradient is true or false, got {self.share_gradient!r}")
 
 
 @dataclass
@@ -171,6 +181,7 @@ def search_options(method: str, options: dict, seed_value: int):
     extra = {}
     if method == "darts2":
         extra["adam_jacobian"] = options.get("adam_jacobian", "frozen")
+        extra["share_gradient"] = options.get("share_gradient", False)
     if method == "ms-darts":
         extra.update({name: options[name] for name in ("ms_eps", "ms_h", "ms_samples", "ms_iterations",
                                                        "ms_temperature", "ms_order")})
@@ -483,4 +494,4 @@ DEMO_BUDGET = {"epochs": 6, "seeds": 3, "steps_per_epoch": 10, "holdout_batches"
                "eigenvalue_iterations": 10}  # `autoloss search --tracker dimp_small --demo --strategy darts`
 CLI_OPTIONS = ("epochs", "seeds", "warmup", "skip_dropout", "patience", "steps_per_epoch", "holdout_batches",
                "weight_lr", "arch_lr", "eigenvalue", "proxy", "epoch_timeout", "ms_eps", "ms_h", "ms_samples",
-               "ms_iterations", "ms_temperature")  # the options `autoloss search` has flags for
+               "ms_iterations", "ms_temperature", "share_gradient")  # the options `autoloss search` has flags for
