@@ -35,7 +35,8 @@ QUICK = {"epochs": 3, "steps_per_epoch": 5, "holdout_batches": 2, "eigenvalue_it
 FULL = {"epochs": 6, "steps_per_epoch": 10, "holdout_batches": 4, "eigenvalue_iterations": 10, "evolution_seeds": 3}
 
 
-def search(out: Path, strategy: str, seed: int, budget: dict, workers: int, baseline: Path | None = None) -> float:
+def search(out: Path, strategy: str, seed: int, budget: dict, workers: int, baseline: Path | None = None,
+           extra: tuple[str, ...] = ()) -> float:
     """One CLI search (resumed if its store exists); its wall-clock in seconds. ``baseline``: an earlier
     run's baseline tracker, copied in first (the search re-uses it only where it matches data and settings,
     so every search starts from the same trained network and none trains it again)."""
@@ -47,6 +48,7 @@ def search(out: Path, strategy: str, seed: int, budget: dict, workers: int, base
     if strategy in DIFFERENTIABLE:
         command += ["--seeds", "3", "--epochs", str(budget["epochs"]), "--steps-per-epoch",
                     str(budget["steps_per_epoch"]), "--holdout-batches", str(budget["holdout_batches"])]
+    command += list(extra)
     if (out / "run.sqlite").exists():
         command.append("--resume")
     start = time.perf_counter()
@@ -125,6 +127,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--skip-evolution", action="store_true")
+    parser.add_argument("--skip-separate", action="store_true",
+                        help="leave out darts2 with separate weight gradients (--no-share-gradient)")
     parser.add_argument("--test-seeds", type=int, default=3, help="training seeds per retrained neck (default 3)")
     args = parser.parse_args()
     budget = FULL if args.full else QUICK
@@ -137,6 +141,11 @@ def main() -> int:
         walls[strategy] = search(run, strategy, 0, budget, args.workers, shared)
         results[strategy] = derived(run)
         print(f"{strategy}: {walls[strategy]:.0f} s", flush=True)
+    separate = None
+    if not args.skip_separate:  # darts2 as DARTS and CHASE step: a separate weight gradient for the real step
+        wall = search(out / "darts2-separate", "darts2", 0, budget, args.workers, shared, ("--no-share-gradient",))
+        separate = (wall, derived(out / "darts2-separate"))
+        print(f"darts2 --no-share-gradient: {wall:.0f} s", flush=True)
     evolution = []
     if not args.skip_evolution:
         for seed in range(budget["evolution_seeds"]):
@@ -180,9 +189,17 @@ def main() -> int:
         skips = [chosen[(strategy, s)]["skips"] for s in range(3) if (strategy, s) in chosen]
         lines.append(f"| {strategy} | {walls[strategy]:.0f} | {_f(step_seconds(results[strategy]))} | {_f(eig['mean'])} "
                      f"| {_f(eig['last'])} | {_f(eig['slope'])} | {skips} |")
+    if separate is not None:
+        eig = eigen_trajectory(separate[1])
+        skips = [r["skips"] for r in separate[1] if r["chosen"]]
+        lines.append(f"| darts2 --no-share-gradient | {separate[0]:.0f} | {_f(step_seconds(separate[1]))} | "
+                     f"{_f(eig['mean'])} | {_f(eig['last'])} | {_f(eig['slope'])} | {skips} |")
     for run, wall in evolution:
         lines.append(f"| cse ({run.name}) | {wall:.0f} | - | - | - | - | - |")
-    lines += ["", f"Second- against first-order step time: {_f(ratio, 2)}x (target at most 2.3x).", "",
+    separate_ratio = step_seconds(separate[1]) / first if separate is not None and first else None
+    lines += ["", f"Second- against first-order step time: {_f(ratio, 2)}x (target at most 2.3x); "
+              f"{_f(separate_ratio, 2)}x with a separate weight gradient for the real step (`--no-share-gradient`: "
+              "five forward-backward passes per iteration against four).", "",
               "Eigenvalue per epoch (mean over seeds): " + "; ".join(
                   f"{s}: {', '.join(_f(v) for v in eigen_trajectory(results[s])['per_epoch'])}" for s in DIFFERENTIABLE),
               "", f"Each neck retrained on `weights/` and tracked on `test/` with {args.test_seeds} training seed(s) "
@@ -201,7 +218,8 @@ def main() -> int:
     lines.append(END)
     section = "\n".join(lines) + "\n"
     print(section)
-    (out / "benchmark.json").write_text(json.dumps({"walls": walls, "ratio": ratio, "test": test}, indent=2))
+    (out / "benchmark.json").write_text(json.dumps({"walls": walls, "ratio": ratio, "separate_ratio": separate_ratio,
+                                                    "test": test}, indent=2))
     md = Path(args.markdown)
     text = md.read_text(encoding="utf-8") if md.exists() else ""
     if BEGIN in text and END in text:
