@@ -9,8 +9,8 @@ Each differentiable strategy runs once through ``autoloss search --tracker dimp_
 dominant-eigenvalue trajectory per epoch (mean, last, slope: MS-DARTS claims lower and flatter than
 DARTS'); skip connections in the chosen cells; and AO / SR0.5 / SR0.75 on the test split of each chosen
 cell retrained (the proxy's ``test`` stage) against the hand-designed neck and a random cell.
-``--quick`` (default) is sized for about 20 minutes on 2 loaded cores; the section between the markers
-``<!-- cell-search:begin -->`` and ``<!-- cell-search:end -->`` of ``--markdown`` is replaced.
+``--quick`` (default) is sized for about 20 minutes on 2 loaded cores; its section (``cell-search``) of
+``--markdown`` is replaced.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchmark_report import write_section  # noqa: E402
 
 DIFFERENTIABLE = ("darts", "darts2", "ms-darts")
-BEGIN, END = "<!-- cell-search:begin -->", "<!-- cell-search:end -->"
 QUICK = {"epochs": 3, "steps_per_epoch": 5, "holdout_batches": 2, "eigenvalue_iterations": 5, "evolution_seeds": 1}
 FULL = {"epochs": 6, "steps_per_epoch": 10, "holdout_batches": 4, "eigenvalue_iterations": 10, "evolution_seeds": 3}
 
@@ -177,9 +178,9 @@ def main() -> int:
     first, second = step_seconds(results["darts"]), step_seconds(results["darts2"])
     ratio = second / first if first and second else None
     hand = test["hand neck"]["ao"]
-    lines = [BEGIN, "## Tracking-cell search: evolution vs darts vs darts2 vs ms-darts", "",
-             f"`python scripts/benchmark_cell_search.py {'--full' if args.full else '--quick'}` on the dimp_small demo "
-             f"proxy (synthetic data, CPU, 2 workers): {budget['epochs']} epochs of {budget['steps_per_epoch']} steps, "
+    command = f"python scripts/benchmark_cell_search.py {'--full' if args.full else '--quick'}"
+    lines = [f"On the dimp_small demo proxy (synthetic data, CPU, 2 workers): {budget['epochs']} epochs of "
+             f"{budget['steps_per_epoch']} steps, "
              f"3 seeds per differentiable strategy; total {time.perf_counter() - started:.0f} s. The first search's "
              f"wall-clock includes training the baseline tracker; the others re-use it.", "",
              "| search | wall-clock (s) | step (s) | eigenvalue mean | last | slope / epoch | skips in chosen cells |",
@@ -215,18 +216,12 @@ def main() -> int:
         wins = sum(1 for ao in rows if ao > hand)
         lines.append(f"\n{strategy}: the searched cell beats the hand neck in test AO in {wins} of {len(rows)} search "
                      f"seeds (by {', '.join(f'{ao - hand:+.3f}' for ao in rows)}).")
-    lines.append(END)
-    section = "\n".join(lines) + "\n"
-    print(section)
+    body = "\n".join(lines)
+    print(body)
     (out / "benchmark.json").write_text(json.dumps({"walls": walls, "ratio": ratio, "separate_ratio": separate_ratio,
                                                     "test": test}, indent=2))
-    md = Path(args.markdown)
-    text = md.read_text(encoding="utf-8") if md.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section.rstrip("\n") + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    md.write_text(text, encoding="utf-8")
+    write_section(Path(args.markdown), "cell-search", "Tracking-cell search: evolution vs darts vs darts2 vs ms-darts",
+                  body, command)
     return 0
 
 

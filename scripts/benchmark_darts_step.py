@@ -10,8 +10,8 @@ one weight gradient shared by the virtual and the real step: four forward-backwa
 ``darts2 --no-share-gradient`` (the real step's gradient computed apart: five passes). A step is one
 architecture step plus one weight step, timed as the search records it. Taking turns in one process
 keeps machine load and caches alike for all three, which two separate runs on a shared machine do
-not (their step times differed by 30% from run to run). The section between
-``<!-- darts-step:begin -->`` and ``<!-- darts-step:end -->`` of ``--markdown`` is replaced.
+not (their step times differed by 30% from run to run). Its section (``darts-step``) of ``--markdown``
+is replaced.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchmark_report import write_section  # noqa: E402
 
-BEGIN, END = "<!-- darts-step:begin -->", "<!-- darts-step:end -->"
 VARIANTS = (("darts", "darts", {}), ("darts2", "darts2", {"share_gradient": True}),
             ("darts2 --no-share-gradient", "darts2", {"share_gradient": False}))
 
@@ -71,8 +72,8 @@ def main() -> int:
     rounds = {n: v[1:] or v for n, v in per_step.items()}  # the first round warms caches up
     median = {n: statistics.median(v) for n, v in rounds.items()}
     first = median["darts"]
-    lines = [BEGIN, "## Second- against first-order DARTS step time (one process, taking turns)", "",
-             f"`python scripts/benchmark_darts_step.py {args.run_dir.name}` on the dimp_small demo supernet (C = "
+    command = f"python scripts/benchmark_darts_step.py {args.run_dir} --rounds {args.rounds} --steps {args.steps}"
+    lines = [f"On the dimp_small demo supernet (C = "
              f"{settings.channels}, {settings.crop_size} px crops, batch {settings.batch}, one thread): {args.rounds} "
              f"rounds of {args.steps} steps per variant, taking turns; the first round left out (warm-up); "
              f"{time.perf_counter() - started:.0f} s in all.", "",
@@ -84,16 +85,11 @@ def main() -> int:
     lines += ["", f"Second- against first-order step time: {median['darts2'] / first:.2f}x with the shared gradient "
               f"(the default), {median['darts2 --no-share-gradient'] / first:.2f}x without; target at most 2.3x "
               "(CHASE: 41 h / 18 h). A pass is a forward and backward pass of the supernet and classifier; "
-              "first order's architecture pass needs no weight gradients.", END]
-    section = "\n".join(lines) + "\n"
-    print(section)
-    md = Path(args.markdown)
-    text = md.read_text(encoding="utf-8") if md.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section.rstrip("\n") + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    md.write_text(text, encoding="utf-8")
+              "first order's architecture pass needs no weight gradients."]
+    body = "\n".join(lines)
+    print(body)
+    write_section(Path(args.markdown), "darts-step", "Second- against first-order DARTS step time (one process, "
+                  "taking turns)", body, command)
     return 0
 
 
