@@ -121,6 +121,7 @@ def test_report_of_a_cell_run_has_ao_per_generation_the_funnel_and_cell_pictures
     for picture in pictures:
         assert f"]({picture.name})" in text
     assert "prefix:" not in text  # cells are shown as genotypes, not as loss formulas
+    assert "(`--mos-reference initial`): MOS AO" in text  # the first generation's bar, shown with the baseline
 
 
 def test_export_writes_a_module_that_needs_only_torch(demo_run, tmp_path):

@@ -137,6 +137,12 @@ def _baseline(run: Run, formulas: Formulas) -> list[str]:
     lines.append(f"{intro}, trained the same way as every candidate: "
                  + ("; ".join(scores) if scores else "not evaluated yet") + ".")
     lines += ["", *_formula_lines(described, _forms(formulas)), ""]
+    if run.reference is not None:
+        score = (f"MOS {run.metric} {_f(run.reference.fitness)}" if run.reference.fitness is not None
+                 else f"its MOS failed ({run.reference.kind})")
+        lines += [f"The first generation's MOS bar is not the baseline's but that of the individual breeding starts "
+                  f"from (`--mos-reference initial`): {score}.", "",
+                  *_formula_lines(formulas.describe(run.reference.candidate.genotype), _forms(formulas)), ""]
     return lines
 
 

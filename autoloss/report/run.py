@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoloss.engine.runs import RunRecord
-from autoloss.engine.store import BASELINE_GENERATION, CandidateRow, VerdictRow
+from autoloss.engine.store import BASELINE_GENERATION, REFERENCE_GENERATION, CandidateRow, VerdictRow
 
 EXPENSIVE = ("mos", "proxy")  # the roles of the expensive stages: a first training, the ranking one
 GATE_TITLES = {"validity": "validity", "equivalence": "duplicates", "convergence": "convergence",
@@ -121,6 +121,7 @@ class Run:
     start: float | None
     end: float | None
     notes: list[str]
+    reference: Evaluation | None = None  # the MOS of the initial individual, when it is not the baseline
 
     @property
     def search(self) -> dict:
@@ -169,7 +170,7 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
     pipeline = [roles.get(g, g) for g in store.pipeline]
     finished = set(store.finished_generations())
 
-    evaluations, baseline_scores, first = [], {}, {}
+    evaluations, baseline_scores, first, reference = [], {}, {}, None
     for verdict in sorted((v for v in verdicts if v.gate in EXPENSIVE),
                           key=lambda v: (v.created, candidates[v.candidate_id].generation,
                                          candidates[v.candidate_id].index, v.gate)):
@@ -181,7 +182,9 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
         evaluation = Evaluation(verdict.gate, row, verdict, reused=reused)
         if row.generation == BASELINE_GENERATION:
             baseline_scores[verdict.gate] = evaluation
-        elif row.generation >= 0:  # not the MOS reference (the initial individual when it is not the baseline)
+        elif row.generation == REFERENCE_GENERATION:  # the first generation's MOS bar (mos_reference="initial")
+            reference = evaluation
+        else:
             evaluations.append(evaluation)
 
     numbers = sorted({c.generation for c in candidates.values() if c.generation >= 0} | finished)
@@ -200,6 +203,8 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
 
     counts: dict[str, dict[str, int]] = {}
     for verdict in verdicts:
+        if candidates[verdict.candidate_id].generation == REFERENCE_GENERATION:
+            continue  # shown with the baseline
         count = counts.setdefault(verdict.gate, {"verdicts": 0, "passed": 0, "rejected": 0})
         count["verdicts"] += 1
         count["passed" if verdict.passed else "rejected"] += 1
@@ -216,7 +221,7 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
         baseline_scores=baseline_scores, generations=generations, evaluations=evaluations,
         verdict_counts=counts,
         top=[(c, v, store.verdict(c.id, first_stage) if first_stage else None) for c, v in hall],
-        start=min(times) if times else None, end=max(times) if times else None, notes=[])
+        start=min(times) if times else None, end=max(times) if times else None, notes=[], reference=reference)
     run.notes = missing_notes(run)
     return run
 
