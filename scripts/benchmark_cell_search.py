@@ -103,12 +103,13 @@ def test_scores(task: dict, necks: dict[str, str], seeds: int, workers: int) -> 
             name, _, seed = jobs[index]
             if not outcome.ok:
                 raise SystemExit(f"retraining {name} seed {seed} failed: {outcome.error or outcome.status}")
-            runs[name].append({k: outcome.value[k] for k in ("ao", "sr50", "sr75")})
+            runs[name].append({"seed": seed, **{k: outcome.value[k] for k in ("ao", "sr50", "sr75")}})
             print(f"  test {name} seed {seed}: AO {outcome.value['ao']:.3f}", flush=True)
     finally:
         executor.close()
     scores = {}
     for name, rows in runs.items():
+        rows.sort(key=lambda r: r["seed"])  # they arrive as they finish
         aos = [r["ao"] for r in rows]
         scores[name] = {k: statistics.mean(r[k] for r in rows) for k in ("ao", "sr50", "sr75")}
         scores[name].update(ao_sd=statistics.stdev(aos) if len(aos) > 1 else 0.0, ao_seeds=aos)
