@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoloss.cell.genotype import Genotype, check, format_genotype
-from autoloss.errors import NothingBetter, UserError
+from autoloss.errors import UserError
 
 TEMPLATE = '''"""{title}
 
@@ -194,7 +194,7 @@ def export_run(run_dir, top: int = 1, out=None, name: str | None = None, include
     As for losses, only cells that beat the baseline (the hand-designed neck) on the ranking stage are
     exported unless ``include_worse``; with it, each one that did not says so in its title.
     """
-    from autoloss.engine.runs import open_run
+    from autoloss.engine.runs import beating_baseline, open_run
     from autoloss.engine.store import BASELINE_GENERATION
 
     record = open_run(run_dir)
@@ -208,22 +208,13 @@ def export_run(run_dir, top: int = 1, out=None, name: str | None = None, include
 
     prefix = _identifier(name) if name else "cell"
     run_name = _identifier(record.run_dir.resolve().name or "run")
-    cells, notes = [], []
+    cells = []
     baseline = next((c for c in record.candidates(BASELINE_GENERATION)), None)
     base = record.verdict(baseline.id, record.ranking) if baseline is not None else None
     base_score = base.metrics.get("fitness") if base is not None and base.status == "ok" else None
     base_text = f"; the baseline ({baseline.genotype}) {base_score:.4f}" if base_score is not None else ""
-    if base_score is not None:
-        better = [(row, verdict) for row, verdict in ranked if verdict.metrics.get("fitness") > base_score]
-        if not better and not include_worse:
-            raise NothingBetter(f"no cell of the run in {record.run_dir} beat the baseline (best {record.ranking} "
-                                f"{record.metric} {ranked[0][1].metrics.get('fitness'):.4f} against the baseline's "
-                                f"{base_score:.4f}): nothing exported; pass --include-worse to export the best ones "
-                                "anyway")
-        if not include_worse and len(better) < len(ranked):
-            notes.append(f"{len(ranked) - len(better)} of the {len(ranked)} best cells did not beat the baseline "
-                         "and are not exported (--include-worse exports them)")
-            ranked = better
+    ranked, notes = beating_baseline(ranked, lambda item: item[1].metrics.get("fitness"), base_score, include_worse,
+                                     ("cell", "cells"), record.run_dir, f"{record.ranking} {record.metric}")
     for rank, (row, verdict) in enumerate(ranked, 1):
         score = verdict.metrics.get("fitness")
         worse = "; WORSE THAN THE BASELINE" if base_score is not None and score <= base_score else ""

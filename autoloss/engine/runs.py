@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoloss.engine.store import BASELINE_GENERATION, CandidateRow, RunStore, StoreError, VerdictRow
-from autoloss.errors import UserError
+from autoloss.errors import NothingBetter, UserError
 
 STORE_NAME = "run.sqlite"
 LEGACY_KINDS = {"loss-tree": "loss"}  # stores written before the representation kind was stored
@@ -172,3 +172,23 @@ def open_run(run_dir) -> RunRecord:
         raise StoreError(f"{db}: the run config names no representation kind")
     metric = config.get("metric") if isinstance(config.get("metric"), str) else legacy_metric(config)
     return RunRecord(db.parent, db, config, kind, metric, rows, verdicts, summaries)
+
+
+def beating_baseline(ranked: list, score, base: float | None, include_worse: bool, nouns: tuple[str, str],
+                     where, measure: str) -> tuple[list, list[str]]:
+    """The export rule for a run's best candidates (``ranked``, best first; ``score(item)`` its fitness):
+    only those above the baseline's ``base`` are kept, unless ``include_worse``; with none above it,
+    :class:`~autoloss.errors.NothingBetter`. Returns the kept items and a note on those left out.
+    ``nouns`` names a candidate and several (("loss", "losses")), ``measure`` the score ("proxy mAP")."""
+    if base is None or include_worse:
+        return list(ranked), []
+    better = [item for item in ranked if score(item) > base]
+    if not better:
+        raise NothingBetter(f"no {nouns[0]} of the run in {where} beat the baseline (best {measure} "
+                            f"{score(ranked[0]):.4f} against the baseline's {base:.4f}): nothing exported; pass "
+                            "--include-worse to export the best ones anyway")
+    if len(better) < len(ranked):
+        return better, [f"{len(ranked) - len(better)} of the {len(ranked)} best {nouns[1]} did not beat the baseline "
+                        "and are not exported (--include-worse exports them)"]
+    return better, []
+

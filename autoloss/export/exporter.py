@@ -16,7 +16,8 @@ import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from autoloss.errors import NothingBetter, UserError
+from autoloss.engine.runs import beating_baseline
+from autoloss.errors import UserError
 from autoloss.export.module import ExportedLoss, module_source
 from autoloss.export.run import RunLosses, Scored, read_run
 from autoloss.export.snippet import Placement, config_snippet, default_placement, detector_placement
@@ -92,17 +93,9 @@ def export_run(run_dir, top: int = 1, out=None, name: str | None = None,
     """
     run = read_run(run_dir, top)
     base = run.baseline.fitness if run.baseline is not None and not run.only_baseline else None
-    if base is not None:
-        better = [item for item in run.best if item.fitness > base]
-        if not better and not include_worse:
-            best = run.best[0]
-            raise NothingBetter(f"no loss of the run in {run.run_dir} beat the baseline (best proxy {run.metric} "
-                                f"{best.fitness:.4f} against the baseline's {base:.4f}): nothing exported; pass "
-                                "--include-worse to export the best ones anyway")
-        if not include_worse and len(better) < len(run.best):
-            run = replace(run, best=better, notes=run.notes + [
-                f"{len(run.best) - len(better)} of the {len(run.best)} best losses did not beat the baseline and are "
-                "not exported (--include-worse exports them)"])
+    kept, left_out = beating_baseline(run.best, lambda item: item.fitness, base, include_worse, ("loss", "losses"),
+                                      run.run_dir, f"proxy {run.metric}")
+    run = replace(run, best=kept, notes=run.notes + left_out)
     run_label = re.sub(r"[^0-9A-Za-z]+", "_", run.name).strip("_").lower() or "run"
     out = Path(out) if out else run.run_dir / "export" / f"autoloss_{run_label}.py"
     module_name = module_name_for(out)
