@@ -348,3 +348,15 @@ def test_cse_can_compare_the_first_generation_with_the_initial_individual(tmp_pa
     assert store.best("proxy", 1)[0][0].genotype == "1" * toy.BITS  # the baseline still heads the ranking
     with pytest.raises(UserError, match="--mos-reference must be one of baseline, initial"):
         CseOptions(mos_reference="hand").validate()
+
+
+def test_an_option_added_later_is_stored_only_away_from_what_older_runs_did():
+    """Runs stored before ``mos_reference`` / ``share_gradient`` existed still match their config."""
+    from autoloss.engine.study import stored_options
+    from autoloss.strategies.cse import CseOptions
+    from autoloss.strategies.darts import Darts2Options
+
+    assert "mos_reference" not in stored_options(CseOptions())
+    assert stored_options(CseOptions(mos_reference="initial"))["mos_reference"] == "initial"
+    assert stored_options(Darts2Options())["share_gradient"] is True
+    assert "share_gradient" not in stored_options(Darts2Options(share_gradient=False))

@@ -100,10 +100,20 @@ def run_config(problem: Problem, strategy, seed: int, scheduler: str, extra_conf
         names = [gate.name for gate in strategy.cheap_gates(problem.representation.gates())]
         screening = names[:1] + [DUPLICATE_GATE] + names[1:]
     return {"representation": problem.representation.kind, "metric": problem.metric, "strategy": strategy.name,
-            "options": strategy.options.stored() if hasattr(strategy.options, "stored") else asdict(strategy.options),
-            "scheduler": scheduler, "seed": seed, "task": problem.task,
+            "options": stored_options(strategy.options), "scheduler": scheduler, "seed": seed, "task": problem.task,
             **(extra_config or {}), "pipeline": screening + [s.name for s in stages],
             "stages": [s.name for s in stages], "ranking": next(s.name for s in stages if s.ranks)}
+
+
+def stored_options(options) -> dict:
+    """A strategy's options as its run stores them. An option added after runs were stored is left
+    out while it holds the value those runs behaved as (the options class's ``LEGACY`` map: name ->
+    value), so they still resume."""
+    stored = asdict(options)
+    for name, value in getattr(type(options), "LEGACY", {}).items():
+        if stored.get(name) == value:
+            del stored[name]
+    return stored
 
 
 def check_resume(store, config: dict, problem: Problem) -> None:

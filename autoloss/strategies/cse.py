@@ -14,7 +14,8 @@ are compared with the cell they come from instead, as CSE compares them with the
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 from autoloss.engine.protocols import Gate, Stage
 from autoloss.errors import UserError
@@ -31,14 +32,7 @@ class CseOptions(EvolutionOptions):
     max_mos: int | None = None  # at most this many MOS runs per generation (None: every survivor)
     mos_timeout: float | None = None  # seconds per MOS evaluation (None: the problem's default)
     mos_reference: str = "baseline"  # the first generation's MOS threshold: the baseline's or the initial one's
-
-    def stored(self) -> dict:
-        """The options as a run stores them; ``mos_reference`` only when not the default, so that runs
-        stored before it existed still resume."""
-        options = asdict(self)
-        if options["mos_reference"] == "baseline":
-            del options["mos_reference"]
-        return options
+    LEGACY: ClassVar[dict] = {"mos_reference": "baseline"}  # added later: runs stored before behaved so
 
     def validate(self) -> None:
         super().validate()

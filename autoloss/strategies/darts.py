@@ -30,7 +30,7 @@ import math
 import random
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from autoloss.engine.protocols import Gate, Proposal, Stage, Verdict
 from autoloss.errors import UserError
@@ -119,14 +119,7 @@ class DartsOptions:
 class Darts2Options(DartsOptions):
     adam_jacobian: str = "frozen"  # the virtual Adam step's Jacobian: second moment frozen, or exact
     share_gradient: bool = True  # one weight gradient for the virtual and the real step (4 passes, not 5)
-
-    def stored(self) -> dict:
-        """The options as a run stores them; ``share_gradient`` only when on, so that runs stored before
-        it existed (which did not share) resume with ``--no-share-gradient``."""
-        options = asdict(self)
-        if not options["share_gradient"]:
-            del options["share_gradient"]
-        return options
+    LEGACY: ClassVar[dict] = {"share_gradient": False}  # added later: runs stored before did not share
 
     def validate(self) -> None:
         super().validate()
