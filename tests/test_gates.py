@@ -192,3 +192,18 @@ def test_verdict_prints_gate_outcome_and_reason():
     """A verdict prints as 'gate: pass|REJECT - reason'."""
     assert str(Verdict("validity", False, "NaN loss")) == "validity: REJECT - NaN loss"
     assert str(Verdict("convergence", True, "ok")) == "convergence: pass - ok"
+
+
+def test_a_limit_sympy_leaves_half_taken_proves_nothing(sigmoid):
+    """The authors' B_cls: sympy's limit of its gradient keeps Gruntz's own variable (no definite value),
+    which is no proof that the gradient stays away from 0; the grid's pass stands."""
+    import sympy
+
+    from autoloss.loss.gates.convergence import _limit_at_infinity
+
+    x = sympy.Symbol("x", real=True)
+    assert _limit_at_infinity(sympy.exp(-x) * x, x) == 0
+    assert _limit_at_infinity(1 + sympy.exp(-x), x) == 1
+    verdict, _ = convergence(sigmoid, "CSE-Autoloss-B_cls", symbolic="always", timeout=120)
+    assert verdict.passed, verdict.reason
+    assert "sympy could not take the limit" in verdict.reason or "sympy undecided" in verdict.reason

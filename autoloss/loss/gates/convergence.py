@@ -183,6 +183,16 @@ def numeric_regression(space: SearchSpace, node: Node) -> Finding:
 # ----------------------------------------------------------------------------------- symbolic
 
 
+def _limit_at_infinity(expr: sympy.Expr, x: sympy.Symbol) -> sympy.Expr | None:
+    """sympy's limit of ``expr`` as x -> +oo, or None where it is no definite value: an unevaluated
+    ``Limit``, NaN, or one still holding sympy's own substitution variables (its Gruntz algorithm
+    gave up half way), which proves nothing either way."""
+    value = sympy.limit(expr, x, sympy.oo)
+    if value is sympy.nan or value.has(sympy.Limit) or value.free_symbols:
+        return None
+    return value
+
+
 def _symbolic_classification(space: SearchSpace, node: Node) -> Finding:
     x, n = sympy.Symbol("x", real=True), sympy.Symbol("n", real=True)
     iou = SYMBOLIC_IOU
@@ -197,13 +207,17 @@ def _symbolic_classification(space: SearchSpace, node: Node) -> Finding:
         return to_sympy(node, {i.name: by_role[i.role] for i in space.inputs})
 
     positive, negative = expr(pos_env), expr(neg_env)
-    gradient = sympy.diff(positive, x)
-    if sympy.limit(gradient, x, sympy.oo) != 0:
+    limit = _limit_at_infinity(sympy.diff(positive, x), x)
+    if limit is None:
+        return Finding("ambiguous", f"sympy could not take the limit of d loss / d x as x -> +oo (w={iou})")
+    if limit != 0:
         return Finding("fail", f"sympy: d loss / d x does not tend to 0 as the positive score x -> +oo "
-                               f"(w={iou}, limit {sympy.limit(gradient, x, sympy.oo)})")
+                               f"(w={iou}, limit {limit})")
     if both_env is not None:
-        cross = sympy.diff(expr(both_env), n).subs(n, 0)
-        if sympy.limit(cross, x, sympy.oo) != 0:
+        cross = _limit_at_infinity(sympy.diff(expr(both_env), n).subs(n, 0), x)
+        if cross is None:
+            return Finding("ambiguous", "sympy could not take the limit of the gradient w.r.t. the negative score")
+        if cross != 0:
             return Finding("fail", "sympy: the gradient w.r.t. the negative score does not vanish as x -> +oo")
     reals = sympy.Interval(-sympy.oo, sympy.oo)
     decreasing = sympy.is_strictly_decreasing(positive, reals, x)
