@@ -8,9 +8,11 @@ interrupted, 143 when terminated.
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 
+from autoloss import plugins  # noqa: F401  (registers the built-in strategies and representation kinds)
 from autoloss.errors import UserError
 
 COMMANDS = ("check", "search", "evaluate", "report", "export")
@@ -25,8 +27,6 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
     parser = Parser(prog="autoloss",
                     description="Evolutionary loss-function discovery for object detection (CSE-Autoloss).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)

@@ -1,8 +1,8 @@
 # The dataset, schedule and runtime shared by the bundled proxy detectors (their _base_).
-# COCO-format data with placeholder paths: autoloss.mmdet.detectors.load_detector_config fills them in.
+# COCO-format data with placeholder paths: autoloss.detection.mmdet.detectors.load_detector_config fills them in.
 
 # ---------------------------------------------------------------- data
-# Placeholders: autoloss.mmdet.detectors.load_detector_config fills in data_root, ann_file,
+# Placeholders: autoloss.detection.mmdet.detectors.load_detector_config fills in data_root, ann_file,
 # data_prefix, metainfo (classes) and the heads' num_classes from the user's COCO dataset.
 dataset_type = 'CocoDataset'
 data_root = 'data/coco/'

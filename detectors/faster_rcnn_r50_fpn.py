@@ -1,7 +1,7 @@
 # Faster R-CNN ResNet-50 FPN with GIoU regression in the RoI head: the two-stage proxy detector
 # of CSE-Autoloss (mmdet's faster-rcnn_r50_fpn_giou_1x_coco.py, adapted).
 #
-# MMDetection 3.x config (data, schedule and runtime from coco_detection.py); read by autoloss.mmdet.detectors.
+# MMDetection 3.x config (data, schedule and runtime from coco_detection.py); read by autoloss.detection.mmdet.detectors.
 # No pretrained weights are available offline, so the backbone has init_cfg=None and trains from
 # scratch: all stages trainable, BN in train mode. With an ImageNet checkpoint, set
 # backbone.init_cfg=dict(type='Pretrained', checkpoint=...), frozen_stages=1 and norm_eval=True.

@@ -2,7 +2,7 @@
 # the one-stage proxy detector of CSE-Autoloss (mmdet's
 # fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py, adapted).
 #
-# MMDetection 3.x config (data, schedule and runtime from coco_detection.py); read by autoloss.mmdet.detectors.
+# MMDetection 3.x config (data, schedule and runtime from coco_detection.py); read by autoloss.detection.mmdet.detectors.
 # No pretrained weights are available offline, so the backbone is a pytorch-style ResNet with
 # init_cfg=None, trained from scratch (all stages trainable, BN in train mode). With an ImageNet
 # checkpoint, set backbone.init_cfg, frozen_stages=1 and norm_eval=True.

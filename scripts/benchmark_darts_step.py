@@ -35,19 +35,24 @@ VARIANTS = (("darts", "darts", {}), ("darts2", "darts2", {"share_gradient": True
 
 def searches(run_dir: Path, rounds: int, steps: int):
     """(name, DifferentiableSearch) per variant, all from the run's task, seed 0, one thread."""
+    from autoloss.differentiable.options import Darts2Options, DartsOptions
+    from autoloss.differentiable.worker import EpochJob, build_search, supernet_sizes
     from autoloss.engine.runs import open_run
-    from autoloss.strategies.darts import Darts2Options, DartsOptions, EpochJob, build_search
     from autoloss.tracking.problem import worker_settings
+    from autoloss.tracking.supernet_model import build_supernet_search, supernet_search
 
     task = open_run(run_dir).config["task"]
     settings = dataclasses.replace(worker_settings(task), threads=1)
+    splits = task.get("splits", {})
     built = []
     for name, method, extra in VARIANTS:
         cls = Darts2Options if method == "darts2" else DartsOptions
         options = cls(epochs=rounds, seeds=1, warmup=0.0, patience=None, steps_per_epoch=steps, holdout_batches=1,
                       eigenvalue=False, **extra)
-        job = EpochJob(task, method, asdict(options), 0, 0, 0, str(run_dir / "unused.pt"))
-        built.append((name, build_search(job, settings)))
+        job = EpochJob(task, method, asdict(options), 0, 0, 0, str(run_dir / "unused.pt"), supernet_search)
+        setup = build_supernet_search(settings, task["data_root"], task["baseline"], seed=job.seed_value,
+                                      splits=splits, **supernet_sizes(job.options))
+        built.append((name, build_search(job, setup)))
     return settings, built
 
 

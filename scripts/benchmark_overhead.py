@@ -61,7 +61,7 @@ def variants(detector: str) -> dict[str, dict]:
 def build(detector: str, splits, work_dir: Path, batch_size: int, options: dict):
     from mmengine.optim import build_optim_wrapper
 
-    from autoloss.mmdet.detectors import build_detector, load_detector_config
+    from autoloss.detection.mmdet.detectors import build_detector, load_detector_config
 
     cfg = load_detector_config(detector, splits, work_dir, max_iters=1000, batch_size=batch_size, **options)
     torch.manual_seed(0)
@@ -127,7 +127,7 @@ def bench_loss_modules(repeats: int) -> list[dict]:
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    import autoloss.mmdet.losses  # noqa: F401
+    import autoloss.detection.mmdet.losses  # noqa: F401
 
     register_all_modules()
     torch.manual_seed(0)
@@ -179,12 +179,12 @@ def main() -> int:
     parser.add_argument("--no-report", action="store_true", help="print only")
     args = parser.parse_args()
 
-    import autoloss.mmdet.detectors  # noqa: F401  (registers the searched losses and heads)
+    import autoloss.detection.mmdet.detectors  # noqa: F401  (registers the searched losses and heads)
     from mmengine.logging import MMLogger
 
     MMLogger.get_instance("benchmark_overhead", log_level="WARNING")  # no per-parameter INFO lines
-    from autoloss.data.coco import find_coco_splits
-    from autoloss.data.synthetic import make_synthetic_coco
+    from autoloss.detection.coco import find_coco_splits
+    from autoloss.detection.synthetic import make_synthetic_coco
 
     with tempfile.TemporaryDirectory() as tmp:
         make_synthetic_coco(Path(tmp) / "data", num_train=32, num_val=4, seed=0)

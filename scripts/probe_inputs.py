@@ -348,7 +348,7 @@ def prepare_shared(root: Path, command: list[str], cases: list[Case]) -> dict[st
             sys.exit(f"probe: could not make the tiny run the store cases copy:\n{result.stderr[-2000:]}")
         shared["run"] = run
     if "data" in needs:
-        from autoloss.data.synthetic import make_synthetic_coco
+        from autoloss.detection.synthetic import make_synthetic_coco
 
         make_synthetic_coco(root / "shared-data", num_train=8, num_val=4)
         shared["data"] = root / "shared-data"

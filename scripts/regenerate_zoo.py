@@ -1,4 +1,4 @@
-"""Regenerate autoloss/zoo/cse_autoloss.py, the paper's four losses exported by autoloss.export.
+"""Regenerate autoloss/zoo/cse_autoloss.py, the paper's four losses exported by autoloss.detection.export.
 
     python scripts/regenerate_zoo.py
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's autoloss first
 
-from autoloss.export.zoo import write_zoo  # noqa: E402
+from autoloss.detection.export.zoo import write_zoo  # noqa: E402
 
 if __name__ == "__main__":
     print(f"wrote {write_zoo()}")

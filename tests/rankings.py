@@ -75,7 +75,7 @@ def detector_ranking(work: Path, data: Path, detector: str, branch: str) -> list
 def record(work: Path, detectors: bool = True) -> dict:
     rankings = {"noisy-digits": task_ranking(work)}
     if detectors:
-        from autoloss.data.synthetic import make_synthetic_coco
+        from autoloss.detection.synthetic import make_synthetic_coco
 
         data = work / "coco"
         make_synthetic_coco(data, num_train=8, num_val=4, seed=0)

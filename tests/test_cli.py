@@ -142,6 +142,19 @@ def test_no_command_is_a_usage_error(capsys):
     assert err.startswith("autoloss: error:") and "COMMAND" in err and len(err.strip().splitlines()) == 1
 
 
+def test_the_cli_finds_the_built_in_plug_ins_and_names_an_unknown_one():
+    """cli imports autoloss.plugins: every built-in strategy and kind is registered; a typo is one UserError."""
+    from autoloss.engine import registry
+    from autoloss.errors import UserError
+
+    assert {"cse", "vanilla", "random", "darts", "darts2", "ms-darts"} <= set(registry.strategies())
+    assert registry.kind("cell").describer({}).noun == "cell"
+    with pytest.raises(UserError, match="unknown strategy 'csee': expected one of .*cse"):
+        registry.strategy("csee")
+    with pytest.raises(UserError, match="kind 'bitz'.*cell, loss"):
+        registry.kind("bitz")
+
+
 def test_task_search_takes_the_iou_stand_in(tmp_path, capsys):
     """--iou reaches the noisy-digits task and is part of the stored run config (a resume must match it)."""
     out = tmp_path / "run"

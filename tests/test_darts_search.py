@@ -48,7 +48,7 @@ def tiny_data(root: Path) -> Path:
 def executor(workers: int = 2):
     """Forked workers (they inherit the imports: no start-up cost in a test; the CLI spawns)."""
     from autoloss.engine.executors import LocalExecutor
-    import autoloss.strategies.darts  # noqa: F401
+    import autoloss.differentiable.worker  # noqa: F401
     import autoloss.tracking.supernet_model  # noqa: F401
 
     return LocalExecutor(workers=workers, context="fork")
@@ -57,6 +57,7 @@ def executor(workers: int = 2):
 def run_search(out: Path, data: Path, strategy: str, epochs: int = 2, seeds: int = 2, workers: int = 2,
                pool=None, **extra):
     """A tiny search with ``strategy`` into ``out/run.sqlite`` (resumed when the store exists)."""
+    import autoloss.plugins  # noqa: F401  (registers the built-in strategies)
     from autoloss.engine.registry import strategy as strategy_class
     from autoloss.engine.study import Study
     from autoloss.tracking.problem import tracking_problem
@@ -212,6 +213,36 @@ def test_the_report_of_a_differentiable_run_draws_the_per_epoch_figures(runs, tm
         assert written["figures"][name].stat().st_size > 0
         assert written["figures"][name].name in text
     assert "Differentiable search" in text and "seed 0" in text
+
+
+def test_a_differentiable_strategy_runs_only_with_its_scheduler_on_a_problem_with_a_supernet(tmp_path):
+    """The breeding schedulers refuse darts (it proposes nothing) and the differentiable scheduler
+    refuses a problem without supernet hooks, each in one line, before anything is evaluated."""
+    sys.path.insert(0, str(HERE.parent))
+    import toy
+
+    from autoloss.differentiable.strategies import DartsStrategy
+    from autoloss.engine.executors import LocalExecutor
+    from autoloss.engine.schedulers import run_search as run_scheduled
+    from autoloss.engine.study import Study
+    from autoloss.errors import UserError
+
+    strategy = DartsStrategy()
+    executor = LocalExecutor(workers=1)
+    try:
+        for mode in ("generational", "steady-state"):
+            with RunStore(tmp_path / mode / "run.sqlite") as store:
+                with pytest.raises(UserError, match="^--strategy darts runs with its own scheduler, not --mode "
+                                                    "generational/steady-state$"):
+                    run_scheduled(toy.problem(), strategy, store, executor, mode=mode)
+                assert store.candidates() == []
+        with RunStore(tmp_path / "darts" / "run.sqlite") as store:
+            study = Study(toy.problem(), strategy, store, executor, scheduler=strategy.scheduler.name)
+            with pytest.raises(UserError, match="^--strategy darts needs a supernet") as error:
+                strategy.scheduler().run(study, strategy)
+            assert "\n" not in str(error.value) and store.candidates() == []
+    finally:
+        executor.close()
 
 
 def main() -> int:

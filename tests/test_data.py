@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from autoloss.data import coco as coco_mod
-from autoloss.data.coco import CocoSplits, find_coco_splits, load_coco, sample_verify_set
-from autoloss.data.synthetic import make_synthetic_coco
+from autoloss.detection import coco as coco_mod
+from autoloss.detection.coco import CocoSplits, find_coco_splits, load_coco, sample_verify_set
+from autoloss.detection.synthetic import make_synthetic_coco
 from autoloss.errors import UserError
 
 SMALL = dict(num_train=24, num_val=6)
@@ -361,7 +361,7 @@ def test_broken_image_file_is_one_line_before_training(tmp_path, synth, write, m
 
 def test_exif_rotated_jpeg_may_declare_either_size(tmp_path):
     """A JPEG whose EXIF orientation turns it by 90 degrees matches its stored or its turned size."""
-    from autoloss.data.coco import image_problem
+    from autoloss.detection.coco import image_problem
 
     path = tmp_path / "turned.jpg"
     exif = Image.Exif()
@@ -374,7 +374,7 @@ def test_exif_rotated_jpeg_may_declare_either_size(tmp_path):
 
 def test_min_side_of_the_training_split_is_kept(synth):
     """CocoSplits.min_side is the smallest training image side; require_min_side compares it with a config's."""
-    from autoloss.data.coco import require_min_side
+    from autoloss.detection.coco import require_min_side
 
     out, _ = synth
     splits = find_coco_splits(out)

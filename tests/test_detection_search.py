@@ -16,14 +16,14 @@ import torch
 
 pytest.importorskip("mmdet")
 
-from autoloss.data.synthetic import make_synthetic_coco
+from autoloss.detection.synthetic import make_synthetic_coco
 from autoloss.engine.store import BASELINE_GENERATION
 from autoloss.engine.store import RunStore
 from autoloss.errors import UserError
 from autoloss.loss.genotype import LossGenotype
 from autoloss.loss.space import load_space
-from autoloss.mmdet.detectors import detector_config_path
-from autoloss.tasks.detection import DetectionTask, Diverged, _metric, loss_watch, prepare_task
+from autoloss.detection.mmdet.detectors import detector_config_path
+from autoloss.detection.task import DetectionTask, Diverged, _metric, loss_watch, prepare_task
 from cli_helpers import assert_clean_error, autoloss
 from rankings import DETECTOR_TINY, assert_same_ranking, ranking
 

@@ -12,10 +12,10 @@ pytest.importorskip("mmdet")
 
 from mmengine.config import Config
 
-from autoloss.data.coco import find_coco_splits
-from autoloss.data.synthetic import make_synthetic_coco
+from autoloss.detection.coco import find_coco_splits
+from autoloss.detection.synthetic import make_synthetic_coco
 from autoloss.errors import UserError
-from autoloss.mmdet.detectors import (
+from autoloss.detection.mmdet.detectors import (
     BUNDLED,
     build_detector,
     detector_config_path,

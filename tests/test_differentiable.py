@@ -16,10 +16,10 @@ from torch import nn
 
 from autoloss.cell.genotype import Genotype
 from autoloss.cell.operations import PRIMITIVES
-from autoloss.cell.supernet import CellSupernet, architecture_parameters, weight_parameters
+from autoloss.cell.supernet import CellSupernet, architecture_parameters, set_skip_dropout, weight_parameters
 from autoloss.differentiable.architect import Architect, VirtualStep
 from autoloss.differentiable.derive import count_skips, derive_genotype, edge_inputs, genotype_weights
-from autoloss.differentiable.hessian import dominant_eigenvalue
+from autoloss.differentiable.hessian import dominant_eigenvalue, hessian_matrix, largest_eigenvalue
 from autoloss.differentiable.mean_shift import eps_schedule, mean_shift, project_to_simplex
 from autoloss.differentiable.schedule import EarlyStopping, arch_warmup, skip_dropout_rate, warmup_epochs
 from autoloss.differentiable.search import DifferentiableSearch, SearchOptions
@@ -265,6 +265,27 @@ def test_shared_step_with_adam_matches_the_separate_steps_at_the_same_point():
     assert torch.allclose(model.w.detach(), twin.w.detach(), rtol=1e-12, atol=1e-14)
 
 
+def test_adamw_without_the_decoupled_key_still_decouples():
+    """torch before the ``decoupled_weight_decay`` group key (pyproject allows torch>=2.1): AdamW decouples
+    its weight decay by class, Adam adds L2. With the key removed from the groups, as an old torch builds
+    them, the virtual step is still the real step of the current torch."""
+    for make in (lambda p: torch.optim.AdamW(p, lr=0.05, betas=(0.5, 0.999), weight_decay=0.5),
+                 lambda p: torch.optim.Adam(p, lr=0.05, betas=(0.5, 0.999), weight_decay=0.5)):
+        model = Quadratic(seed=3)
+        optimizer = make([model.w])
+        real_weight_steps(model, optimizer, 2)
+        grad = torch.autograd.grad(quadratic_loss(model, "train"), [model.w])
+        twin = copy.deepcopy(model)
+        twin_optimizer = make([twin.w])
+        twin_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+        twin.w.grad = grad[0].clone()
+        twin_optimizer.step()
+        for group in optimizer.param_groups:
+            group.pop("decoupled_weight_decay", None)
+        virtual = VirtualStep(optimizer, grad)
+        assert torch.allclose(virtual.weights[0], twin.w.detach(), rtol=1e-12, atol=1e-14), type(optimizer)
+
+
 def test_second_order_refuses_an_optimiser_it_cannot_unroll():
     model = Quadratic()
     with pytest.raises(ValueError, match="SGD, Adam or AdamW"):
@@ -487,6 +508,54 @@ def test_power_iteration_on_a_random_symmetric_hessian_over_two_tensors():
 
     value = dominant_eigenvalue(loss, [x, y], iterations=2000, tol=1e-13, generator=torch.Generator().manual_seed(1))
     assert value == pytest.approx(float(torch.linalg.eigvalsh(hessian).max()), rel=1e-6)
+
+
+@pytest.mark.parametrize("dominant", [7.0, -7.0])
+def test_the_logged_eigenvalue_is_the_largest_not_the_largest_in_magnitude(dominant):
+    """R-DARTS's measure is the largest (algebraic) eigenvalue: 4 when the spectrum is {-7, 4, ...},
+    where power iteration returns -7. Exact (full Hessian, eigvalsh), over two parameter tensors."""
+    g = torch.Generator().manual_seed(11)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=DTYPE))
+    spectrum = torch.tensor([dominant, 4.0, -3.0, 1.5, 0.5, 0.1], dtype=DTYPE)
+    hessian = q @ torch.diag(spectrum) @ q.T
+    hessian = (hessian + hessian.T) / 2
+    x = nn.Parameter(torch.randn(2, generator=g, dtype=DTYPE))
+    y = nn.Parameter(torch.randn(2, 2, generator=g, dtype=DTYPE))
+
+    def loss():
+        z = torch.cat([x, y.reshape(-1)])
+        return 0.5 * z @ hessian @ z + torch.sin(z).sum() * 0  # the zero term keeps a constant out of it
+
+    assert torch.allclose(hessian_matrix(loss, [x, y]), hessian, atol=1e-12)
+    assert largest_eigenvalue(loss, [x, y]) == pytest.approx(float(spectrum.max()), rel=1e-10)
+    linear = nn.Parameter(torch.ones(3, dtype=DTYPE))
+    assert largest_eigenvalue(lambda: (2 * linear).sum(), [linear]) == 0.0
+
+
+def test_the_eigenvalue_is_measured_in_eval_mode_and_the_mode_is_restored():
+    """Skip dropout must not enter the stability measure: the loss is evaluated in eval mode (so the
+    value is the same whatever the random state), and the model is back in train mode afterwards."""
+    search = toy_search("darts2", epochs=4)
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append(model.training)
+        return toy_loss(model, batch)
+
+    search.loss_fn = loss_fn
+    set_skip_dropout(search.model, 0.5)
+    batch = search.arch_batches[0]
+    torch.manual_seed(1)
+    first = search._eigenvalue(0, batch)
+    torch.manual_seed(2)
+    second = search._eigenvalue(0, batch)
+    assert seen and not any(seen)
+    assert search.model.training and all(m.training for m in search.model.modules())
+    assert first == second
+    search.model.eval()
+    expected = largest_eigenvalue(lambda: toy_loss(search.model, batch), list(search.model.arch_parameters()))
+    assert first == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert sum(p.numel() for p in search.model.arch_parameters()) == 112
 
 
 # ------------------------------------------------------------------------------ schedules

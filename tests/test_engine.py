@@ -12,12 +12,14 @@ import zlib
 
 import pytest
 
+import autoloss.plugins  # noqa: F401  (registers the built-in strategies)
 from autoloss.engine.executors import LocalExecutor
 from autoloss.engine.registry import strategy
 from autoloss.engine.schedulers import run_search as run_study
 from autoloss.engine.store import RunStore
-from autoloss.loss.problems import loss_problem, task_problem
+from autoloss.loss.problem import loss_problem
 from autoloss.loss.space import load_space
+from autoloss.tasks.problem import task_problem
 
 SMALL = dict(population=24, generations=3, top_k=3, parents=3)
 SEED = 1

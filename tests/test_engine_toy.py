@@ -354,7 +354,7 @@ def test_an_option_added_later_is_stored_only_away_from_what_older_runs_did():
     """Runs stored before ``mos_reference`` / ``share_gradient`` existed still match their config."""
     from autoloss.engine.study import stored_options
     from autoloss.strategies.cse import CseOptions
-    from autoloss.strategies.darts import Darts2Options
+    from autoloss.differentiable.options import Darts2Options
 
     assert "mos_reference" not in stored_options(CseOptions())
     assert stored_options(CseOptions(mos_reference="initial"))["mos_reference"] == "initial"

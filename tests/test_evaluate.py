@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("mmdet")
 
-from autoloss.data.synthetic import make_synthetic_coco
-from autoloss.evaluate import Comparison, load_runs
+from autoloss.detection.synthetic import make_synthetic_coco
+from autoloss.detection.compare import Comparison, load_runs
 from cli_helpers import assert_clean_error, autoloss
 
 TINY = ["--seeds", "1", "--iters", "2", "--batch-size", "2", "--workers", "1"]

@@ -19,14 +19,14 @@ pytest.importorskip("mmdet")
 
 from mmdet.registry import MODELS
 
-import autoloss.mmdet.losses  # noqa: F401  (registers the Searched* modules)
+import autoloss.detection.mmdet.losses  # noqa: F401  (registers the Searched* modules)
 from autoloss.cli import main
 from autoloss.engine.store import RunStore
 from autoloss.errors import ExpressionError, UserError
-from autoloss.export.codegen import parameter_names
-from autoloss.export.exporter import export_expression, export_run
-from autoloss.export.module import ExportedLoss, module_source
-from autoloss.export.zoo import zoo_path, zoo_source
+from autoloss.detection.export.codegen import parameter_names
+from autoloss.detection.export.exporter import export_expression, export_run
+from autoloss.detection.export.module import ExportedLoss, module_source
+from autoloss.detection.export.zoo import zoo_path, zoo_source
 from autoloss.loss.compile import compile_loss
 from autoloss.loss.expression import parse
 from autoloss.loss.genotype import LossGenotype
@@ -113,7 +113,7 @@ def test_generated_functions_equal_compiled_trees(space_name, spaces, tmp_path):
 
 
 def test_generated_code_reads_well(softmax, sigmoid, reg):
-    from autoloss.export.codegen import loss_function
+    from autoloss.detection.export.codegen import loss_function
 
     code = loss_function(parse("CE", softmax), softmax, "ce_loss")
     assert code.source.splitlines()[-1] == "    return -class_dot(Y, torch.log_softmax(X, dim=-1))"
@@ -510,7 +510,7 @@ report["registered"] = {name: MODELS.get(name).__module__ for name in job["class
 # autoloss importable again: importing its heads after the exported modules must not clash
 sys.meta_path.pop(0)
 import importlib
-import autoloss.mmdet.detectors  # noqa: F401  (registers autoloss's heads and losses)
+import autoloss.detection.mmdet.detectors  # noqa: F401  (registers autoloss's heads and losses)
 for module in job["modules"]:
     importlib.reload(sys.modules[module])
 report["heads_after_autoloss"] = MODELS.get("IoUAwareFCOSHead").__module__
@@ -519,9 +519,9 @@ print("REPORT " + json.dumps(report))
 
 
 def test_exported_modules_train_without_autoloss(run_dir, tmp_path):
-    from autoloss.data.coco import find_coco_splits
-    from autoloss.data.synthetic import make_synthetic_coco
-    from autoloss.mmdet.detectors import load_detector_config
+    from autoloss.detection.coco import find_coco_splits
+    from autoloss.detection.synthetic import make_synthetic_coco
+    from autoloss.detection.mmdet.detectors import load_detector_config
 
     make_synthetic_coco(tmp_path / "coco", num_train=8, num_val=4)
     splits = find_coco_splits(tmp_path / "coco")
@@ -569,7 +569,7 @@ def test_exported_modules_train_without_autoloss(run_dir, tmp_path):
         for step in run["history"]:
             assert all(math.isfinite(v) for v in step.values()), step
             assert step["loss"] > 0
-    assert report["heads_after_autoloss"] == "autoloss.mmdet.heads"
+    assert report["heads_after_autoloss"] == "autoloss.detection.mmdet.heads"
 
 
 @pytest.mark.parametrize("detector, fragment", [
@@ -584,9 +584,9 @@ def test_zoo_losses_are_usable_by_name_in_a_config(detector, fragment, tmp_path)
     """custom_imports of autoloss.zoo.cse_autoloss, then the paper's losses by name: one training step."""
     from mmengine.runner import Runner
 
-    from autoloss.data.coco import find_coco_splits
-    from autoloss.data.synthetic import make_synthetic_coco
-    from autoloss.mmdet.detectors import build_detector, detector_config_path, load_detector_config
+    from autoloss.detection.coco import find_coco_splits
+    from autoloss.detection.synthetic import make_synthetic_coco
+    from autoloss.detection.mmdet.detectors import build_detector, detector_config_path, load_detector_config
 
     make_synthetic_coco(tmp_path / "data", num_train=4, num_val=2, seed=0)
     config = tmp_path / "with_zoo.py"

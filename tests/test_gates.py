@@ -54,6 +54,29 @@ def test_nan_regression_loss_is_rejected(reg):
     assert not verdict.passed and "NaN loss" in verdict.reason
 
 
+def test_validity_probes_in_float32_the_training_dtype(softmax, sigmoid):
+    """exp(x)^2 at a logit of 50 is 2.7e43: finite in float64, +inf in float32, where training runs."""
+    verdict = ValidityGate(sigmoid).check(parse("Mul(Exp(X),Exp(X))", sigmoid))
+    assert not verdict.passed and "+inf loss" in verdict.reason and "X=[50." in verdict.reason
+    assert not ValidityGate(softmax).check(parse("Neg(Dot(Y,Mul(Exp(X),Exp(X))))", softmax)).passed
+    assert ValidityGate(sigmoid).check(parse("Mul(Exp(X),Y)", sigmoid)).passed  # exp(50) = 5e21 is fine
+
+
+@pytest.mark.parametrize("space_name, text", [
+    ("cls_softmax", "Neg(Dot(Y,Log(Sub(Mul(2,Softmax(X)),1))))"),  # -log(2p - 1): negative for p < 1/2
+    ("cls_sigmoid", "Neg(Add(Mul(Y,Log(Tanh(X))),Mul(Sub(1,Y),Log(Sub(1,Sig(X))))))"),  # log tanh(x), x < 0
+])
+def test_a_log_of_a_partly_negative_argument_is_rejected(spaces, space_name, text):
+    """The protected log is the authors' log(x + 1e-20): NaN where its argument is negative, so the
+    validity gate rejects it (a clamp made that region a finite constant with zero gradient, which
+    passed both gates); the convergence grid finds it not finite too."""
+    space = spaces[space_name]
+    node = parse(text, space)
+    verdict = ValidityGate(space).check(node)
+    assert not verdict.passed and "NaN" in verdict.reason
+    assert numeric_check(space, node).status == "fail"
+
+
 def test_validity_gate_evaluates_a_batch(softmax):
     """evaluate() returns one verdict per candidate, in order."""
     verdicts = ValidityGate(softmax).evaluate([parse("CE", softmax), parse("Neg(Dot(Y,Sqrt(X)))", softmax)])
@@ -207,3 +230,46 @@ def test_a_limit_sympy_leaves_half_taken_proves_nothing(sigmoid):
     verdict, _ = convergence(sigmoid, "CSE-Autoloss-B_cls", symbolic="always", timeout=120)
     assert verdict.passed, verdict.reason
     assert "sympy could not take the limit" in verdict.reason or "sympy undecided" in verdict.reason
+
+
+# ------------------------------------------------------------------------------ convergence: the paper's condition
+
+
+TANH_CEI = "Neg(Dot(Mul(Y,W),Log(Softmax(Tanh(X)))))"
+CE_PLUS_NEGATIVE = "Add(Neg(Dot(Y,Log(Softmax(X)))),Dot(Sub(1,Y),X))"  # CE + x_neg: d/dx_neg -> 1
+
+
+@pytest.mark.parametrize("symbolic", ["never", "always"])
+@pytest.mark.parametrize("text", [TANH_CEI, "Neg(Dot(Y,Log(Softmax(Tanh(X)))))"])
+def test_softmax_convergence_is_the_papers_derivative_in_the_positive_score(softmax, text, symbolic):
+    """Section 3.2.2 asks d loss / d x_pos -> 0 as x_pos -> +oo. Cross-entropy on tanh-squashed logits
+    meets it (4e-44 at x_pos = 50); its d loss / d x_neg at x_neg = 0 stays 1 / (1 + e), which the gate
+    must not hold against it, by grid or by sympy."""
+    verdict, _ = convergence(softmax, text, symbolic=symbolic, timeout=20)
+    assert verdict.passed, verdict.reason
+    assert "d loss / d x_pos -> 0" in verdict.reason
+    assert numeric_check(softmax, parse(text, softmax)).status == "pass"
+
+
+def test_whole_gradient_is_an_extension_along_a_converging_path_naming_the_score(softmax):
+    """whole_gradient=True (off by default) also asks d loss / d x_neg -> 0, along x_neg = -x_pos: the
+    tanh variant passes it, CE + x_neg passes the paper's condition but not the extension, and the
+    reason names the negative score, by grid and by sympy."""
+    assert numeric_check(softmax, parse(CE_PLUS_NEGATIVE, softmax)).status == "pass"
+    assert numeric_check(softmax, parse(TANH_CEI, softmax), whole_gradient=True).status == "pass"
+    found = numeric_check(softmax, parse(CE_PLUS_NEGATIVE, softmax), whole_gradient=True)
+    assert found.status == "fail" and "w.r.t. the negative score" in found.reason and "x_neg=-x_pos" in found.reason
+    assert symbolic_check(softmax, TANH_CEI, whole_gradient=True).status == "pass"
+    by_sympy = symbolic_check(softmax, CE_PLUS_NEGATIVE, whole_gradient=True)
+    assert by_sympy.status == "fail" and "d loss / d x_neg does not tend to 0" in by_sympy.reason
+    gate = ConvergenceGate(softmax, symbolic="never", workers=1, whole_gradient=True)
+    assert not gate.evaluate([parse(CE_PLUS_NEGATIVE, softmax)])[0].passed
+
+
+def test_a_non_vanishing_positive_derivative_names_the_positive_score(spaces):
+    """x_neg - x_pos (softmax) and its sigmoid twin: the message says which derivative stays."""
+    for name, text in (("cls_softmax", "Add(Dot(Sub(1,Y),X),Neg(Dot(Y,X)))"),
+                       ("cls_sigmoid", "Add(Mul(Sub(1,Y),X),Neg(Mul(Y,X)))")):
+        verdict, _ = convergence(spaces[name], text)
+        assert not verdict.passed and "w.r.t. the positive score" in verdict.reason
+        assert "d loss / d x_pos" in symbolic_check(spaces[name], text).reason

@@ -112,7 +112,7 @@ def test_hostile_expression_at_the_command_line(tmp_path, capsys, monkeypatch, e
 # ------------------------------------------------------------------------------ broken COCO datasets
 
 def _dataset(tmp_path_factory):
-    from autoloss.data.synthetic import make_synthetic_coco
+    from autoloss.detection.synthetic import make_synthetic_coco
 
     out = tmp_path_factory.mktemp("coco")
     make_synthetic_coco(out, num_train=8, num_val=4)

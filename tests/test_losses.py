@@ -13,7 +13,7 @@ from autoloss.loss.gates.convergence import ConvergenceGate
 from autoloss.loss.gates.validity import ValidityGate
 from autoloss.loss.compile import compile_loss
 from autoloss.loss.expression import parse
-from autoloss.loss.primitives import EPS, EXP_MAX, protected_div, protected_exp, protected_log
+from autoloss.loss.primitives import EPS, EXP_MAX, LOG_EPS, protected_div, protected_exp, protected_log
 from autoloss.loss.samples import box_areas
 
 f64 = torch.float64
@@ -304,8 +304,11 @@ def test_zoo_b_cls_is_the_papers_formula():
 
 
 def test_protected_operators_stay_finite():
-    """Log clamps at EPS, Exp at EXP_MAX, Div never divides by zero (also at x2 = -EPS)."""
-    assert protected_log(torch.tensor([0.0, -3.0], dtype=f64)).tolist() == [math.log(EPS)] * 2
+    """Log adds LOG_EPS (the authors' log(x + 1e-20): finite at 0, NaN below it), Exp clamps at EXP_MAX,
+    Div never divides by zero (also at x2 = -EPS)."""
+    for dtype in (f64, torch.float32):
+        zero, negative = protected_log(torch.tensor([0.0, -3.0], dtype=dtype)).tolist()
+        assert zero == pytest.approx(math.log(LOG_EPS), rel=1e-6) and math.isnan(negative)
     assert protected_exp(torch.tensor(1000.0, dtype=f64)).item() == pytest.approx(math.exp(EXP_MAX))
     for den in (0.0, -EPS, -2 * EPS):
         out = protected_div(torch.tensor(1.0, dtype=f64), torch.tensor(den, dtype=f64))

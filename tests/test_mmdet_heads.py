@@ -13,11 +13,11 @@ pytest.importorskip("mmdet")
 
 from mmengine.structures import InstanceData
 
-from autoloss.data.coco import find_coco_splits
-from autoloss.data.synthetic import make_synthetic_coco
+from autoloss.detection.coco import find_coco_splits
+from autoloss.detection.synthetic import make_synthetic_coco
 from autoloss.errors import UserError
-from autoloss.mmdet.detectors import build_detector, load_detector_config, searched_head
-from autoloss.mmdet.heads import IoUAwareFCOSHead, IoUAwareShared2FCBBoxHead, loss_accepts_iou
+from autoloss.detection.mmdet.detectors import build_detector, load_detector_config, searched_head
+from autoloss.detection.mmdet.heads import IoUAwareFCOSHead, IoUAwareShared2FCBBoxHead, loss_accepts_iou
 
 torch.set_num_threads(2)
 
@@ -117,7 +117,7 @@ def test_config_option_swaps_head_types(splits, tmp_path):
 
 
 def test_config_option_rejects_other_heads(splits, tmp_path):
-    from autoloss.mmdet.detectors import use_iou_aware_heads
+    from autoloss.detection.mmdet.detectors import use_iou_aware_heads
     from mmengine.config import ConfigDict
 
     with pytest.raises(UserError, match="no IoU-aware version"):

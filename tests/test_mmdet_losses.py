@@ -10,7 +10,7 @@ pytest.importorskip("mmdet")
 from mmdet.models.losses import CrossEntropyLoss, FocalLoss, GIoULoss, IoULoss
 from mmdet.registry import MODELS
 
-import autoloss.mmdet.losses  # noqa: F401  (registers the modules)
+import autoloss.detection.mmdet.losses  # noqa: F401  (registers the modules)
 from autoloss.errors import ExpressionError
 
 CASES = [  # (reduction, use weight, avg_factor)

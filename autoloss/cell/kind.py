@@ -1,9 +1,14 @@
-"""What run readers need of the cell kind: how to show its genotypes (text and pictures), how to export its best."""
+"""What run readers need of the cell kind: how to show its genotypes (text and pictures), how to export its best.
+
+:mod:`autoloss.plugins` registers these hooks for runs of kind ``cell``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from autoloss.cell.genotype import Genotype
+from autoloss.cell.representation import HAND, CellRepresentation, CellSpace, Reference
 from autoloss.errors import UserError
 
 
@@ -14,8 +19,6 @@ class CellDescriber:
     forms = {"expression": "genotype", "infix": "operations"}  # labels of the report's formula lines
 
     def __init__(self, config: dict):
-        from autoloss.cell.representation import HAND, CellRepresentation, CellSpace
-
         self.space = None
         self.problem = None
         self.representation = CellRepresentation(references=(HAND,))
@@ -47,15 +50,12 @@ class CellDescriber:
 
     def ready_name(self, text: str) -> str | None:
         """The reference's name for a reference neck (the hand-designed neck), else None."""
-        from autoloss.cell.representation import Reference
-
         genotype = self._parse(text)
         return "hand-designed neck" if isinstance(genotype, Reference) else None
 
     def draw(self, text: str, path: str | Path, title: str | None = None) -> Path | None:
         """The cell as a PNG graph at ``path`` (None for a reference neck or a string that does not parse)."""
-        from autoloss.cell.draw import draw_cell
-        from autoloss.cell.genotype import Genotype
+        from autoloss.cell.draw import draw_cell  # heavy: matplotlib
 
         genotype = self._parse(text)
         if not isinstance(genotype, Genotype):
@@ -63,12 +63,8 @@ class CellDescriber:
         return draw_cell(genotype, path, title=title)
 
 
-def describer(config: dict) -> CellDescriber:
-    return CellDescriber(config)
-
-
 def export_run(run_dir, top: int = 1, out=None, name=None, include_worse: bool = False, **_):
     """The best ``top`` cells of the run as a standalone PyTorch module (:func:`autoloss.cell.export.export_run`)."""
-    from autoloss.cell.export import export_run as export
+    from autoloss.cell.export import export_run as export  # heavy: torch
 
     return export(run_dir, top=top, out=out, name=name, include_worse=include_worse)

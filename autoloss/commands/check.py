@@ -20,11 +20,16 @@ def add_parser(commands) -> argparse.ArgumentParser:
                        help="when sympy decides the convergence properties (default: always)")
     check.add_argument("--timeout", type=finite_positive("--timeout", 3600.0), default=20.0,
                        help="seconds sympy may take, at most 3600 (default: 20)")
+    check.add_argument("--whole-gradient", action="store_true",
+                       help="softmax mode: also require the derivative in the negative score to vanish, along "
+                            "x_neg = -x_pos (an extension of the paper's condition, which asks it of the "
+                            "positive score only; off by default)")
     check.set_defaults(handler=run_check)
     return check
 
 
 def run_check(args: argparse.Namespace) -> int:
+    # heavy: the loss package imports torch and sympy, which `autoloss --help` need not load
     from autoloss.loss.fingerprint import training_fingerprint
     from autoloss.loss.gates.convergence import check_one
     from autoloss.loss.gates.validity import ValidityGate
@@ -45,7 +50,8 @@ def run_check(args: argparse.Namespace) -> int:
 
     verdicts = [ValidityGate(space).check(node)]
     if verdicts[0].passed:
-        verdicts.append(check_one(space, node, symbolic=args.symbolic, timeout=args.timeout))
+        verdicts.append(check_one(space, node, symbolic=args.symbolic, timeout=args.timeout,
+                                  whole_gradient=args.whole_gradient))
     for verdict in verdicts:
         print(f"{verdict.gate + ':':<14}{'pass' if verdict.passed else 'REJECT'}  {verdict.reason}")
     key = training_fingerprint(space, node)

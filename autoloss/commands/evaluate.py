@@ -1,14 +1,18 @@
 """``autoloss evaluate``: a detector trained with given losses and with the baselines, the AP table; or a
 tracker's neck cells against the hand-designed neck and a random cell, the AO table
-(:func:`autoloss.tracking.commands.run_evaluate`)."""
+(:func:`autoloss.commands.tracker.run_evaluate`)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from autoloss.commands.options import bounded_int, finite_positive, writable_dir
+from autoloss.commands import tracker
+from autoloss.commands.options import bounded_int, finite_positive
 from autoloss.commands.search import DEMO_DETECTORS, DEMO_ITERS
+from autoloss.engine.executors import make_executor
 from autoloss.errors import UserError
+from autoloss.files import writable_dir
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -63,37 +67,32 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     if args.tracker:
-        from autoloss.tracking.commands import run_evaluate as run_tracker_evaluate
-
-        return run_tracker_evaluate(args)
+        return tracker.run_evaluate(args)
     if not args.detector:
         raise UserError("choose what to evaluate: --detector faster_rcnn|fcos|... or --tracker dimp_small|dimp_r50")
     for option in ("run", "cell", "backbone_checkpoint", "tracker_option"):
         if getattr(args, option):
             raise UserError(f"--{option.replace('_', '-')} applies to --tracker")
-    from autoloss.engine.executors import make_executor
-    from autoloss.evaluate import Comparison, write_markdown
+    from autoloss.detection.compare import Comparison, write_markdown  # heavy: torch
 
-    detector = args.detector
+    detector, data, iters = args.detector, args.data, args.iters
     out = writable_dir(Path(args.out or f"runs/evaluate-{'demo-' if args.demo else ''}{Path(detector).stem}"),
                        "output directory")
     if args.demo:
-        from autoloss.data.synthetic import make_synthetic_coco
+        from autoloss.detection.synthetic import make_synthetic_coco  # heavy: numpy, only for --demo
 
-        if args.data:
+        if data:
             raise UserError("--demo generates its own synthetic dataset: drop --data, or drop --demo")
         detector = DEMO_DETECTORS.get(detector, detector)
-        args.data = str(out / "data")
-        make_synthetic_coco(args.data)
-        if args.iters is None:
-            args.iters = DEMO_ITERS["proxy_iters"]
-    elif not args.data:
+        data = str(out / "data")
+        make_synthetic_coco(data)
+        if iters is None:
+            iters = DEMO_ITERS["proxy_iters"]
+    elif not data:
         raise UserError("evaluate needs --data DIR (a COCO-format dataset), or --demo")
-    comparison = Comparison.prepare(detector, args.data, out, loss_cls=args.loss_cls, loss_reg=args.loss_reg,
-                                    seeds=args.seeds, iters=args.iters, batch_size=args.batch_size,
+    comparison = Comparison.prepare(detector, data, out, loss_cls=args.loss_cls, loss_reg=args.loss_reg,
+                                    seeds=args.seeds, iters=iters, batch_size=args.batch_size,
                                     name=args.name, space_cls=args.space_cls)
     comparison.claim_out_dir()
     total = len(comparison.variants) * len(comparison.seeds)

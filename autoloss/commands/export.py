@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from autoloss.commands.options import bounded_int
+from autoloss.engine import registry
+from autoloss.engine.runs import open_run
 from autoloss.errors import UserError
 
 
@@ -40,19 +42,16 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run_export(args: argparse.Namespace) -> int:
     if args.run_dir and not args.expression:  # runs of another representation kind export themselves
-        from autoloss.engine.registry import kind
-        from autoloss.engine.runs import open_run
-
         record = open_run(args.run_dir)
         if record.kind != "loss":
             if args.space or args.detector:
                 raise UserError(f"--space and --detector apply to loss runs; {args.run_dir} is a {record.kind} run")
-            result = kind(record.kind).export_run(args.run_dir, top=args.top, out=args.out, name=args.name,
-                                                   include_worse=args.include_worse)
+            result = registry.kind(record.kind).export_run(args.run_dir, top=args.top, out=args.out, name=args.name,
+                                                            include_worse=args.include_worse)
             print(result.summary())
             return 0
-    from autoloss.export.exporter import export_expression, export_run
-    from autoloss.loss.expression import to_infix
+    from autoloss.detection.export.exporter import export_expression, export_run  # heavy: torch
+    from autoloss.loss.expression import to_infix  # heavy: torch, sympy
 
     if args.run_dir and args.expression:
         raise UserError("export a run (RUN_DIR) or one --expression, not both")

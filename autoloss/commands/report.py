@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from autoloss.commands.options import bounded_int
-from autoloss.errors import UserError
+from autoloss.report import write_report
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -26,10 +26,6 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the report and print the paths written (and what a partial run is missing)."""
-    from autoloss.report import write_report
-
-    if args.top < 1:
-        raise UserError(f"--top must be a positive integer, got {args.top}")
     written = write_report(args.run_dir, args.out, top=args.top)
     print(f"report:  {written['report']}")
     for path in written["figures"].values():

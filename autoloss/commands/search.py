@@ -14,8 +14,18 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from autoloss.commands.options import bounded_int, finite_float, finite_positive, writable_dir
+from autoloss.commands import tracker as tracking
+from autoloss.commands.options import bounded_int, finite_float, finite_positive
+from autoloss.differentiable.strategies import CLI_OPTIONS, DEMO_BUDGET as DEMO_DIFFERENTIABLE, is_differentiable
+from autoloss.engine import registry
+from autoloss.engine.executors import make_executor
+from autoloss.engine.lock import RunLock
+from autoloss.engine.progress import Progress
+from autoloss.engine.schedulers import SCHEDULERS
+from autoloss.engine.store import RunStore, StoreError
+from autoloss.engine.study import Study, check_resume, run_config
 from autoloss.errors import UserError
+from autoloss.files import writable_dir
 from autoloss.strategies.cse import CseOptions
 
 DEMO_BUDGET = {"population": 24, "generations": 2, "top_k": 2, "parents": 2, "max_mos": 4}
@@ -30,9 +40,6 @@ _D = CseOptions()  # the defaults shown in --help come from the options dataclas
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
-    from autoloss.engine.registry import strategies
-    from autoloss.engine.schedulers import SCHEDULERS
-
     search = commands.add_parser(
         "search", help="evolve losses (CSE-Autoloss, or the random / vanilla-evolution baselines)",
         description="Evolve loss functions. Every candidate and verdict goes to RUN_DIR/run.sqlite as soon "
@@ -77,7 +84,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="--task only: the IoU stand-in W, 1 for every sample or the model's detached "
                              "probability of the label (default: one)")
     evo = search.add_argument_group("evolution (the paper's Algorithm 1)")
-    evo.add_argument("--strategy", choices=sorted(strategies()), default="cse")
+    evo.add_argument("--strategy", choices=sorted(registry.strategies()), default="cse")
     evo.add_argument("--mode", choices=list(SCHEDULERS), default="generational")
     count = bounded_int("count", 1, 1_000_000)
     evo.add_argument("--population", type=count, help=f"N, candidates per generation (default: {_D.population})")
@@ -147,12 +154,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def strategy_options(args: argparse.Namespace):
     """The strategy with its options from the command line (the --demo budget where not given)."""
-    from autoloss.engine.registry import strategy
-
-    cls = strategy(args.strategy)
+    cls = registry.strategy(args.strategy)
     names = {f.name for f in fields(cls.Options)}
-    from autoloss.strategies.darts import CLI_OPTIONS, DEMO_BUDGET as DEMO_DIFFERENTIABLE, is_differentiable
-
     cli_names = {f.name for f in fields(CseOptions)} | {"max_evaluations"} | set(CLI_OPTIONS)
     given = {name: getattr(args, name) for name in cli_names if getattr(args, name, None) is not None}
     for name in given:
@@ -172,13 +175,6 @@ def strategy_options(args: argparse.Namespace):
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from autoloss.engine.executors import make_executor
-    from autoloss.engine.lock import RunLock
-    from autoloss.engine.progress import Progress
-    from autoloss.engine.schedulers import SCHEDULERS
-    from autoloss.engine.store import RunStore, StoreError
-    from autoloss.engine.study import Study, check_resume, run_config
-
     if sum(1 for target in (args.detector, args.task, args.tracker) if target) > 1:
         raise UserError("choose one of --task, --detector and --tracker")
     if args.demo and not (args.detector or args.tracker):
@@ -196,16 +192,16 @@ def run_search(args: argparse.Namespace) -> int:
     strategy = strategy_options(args)
     own = getattr(strategy, "scheduler", None)  # a differentiable strategy's own scheduler
     mode = own.name if own else args.mode
+    branch = args.branch or "cls"
+    workers = args.workers
     if args.tracker:
-        from autoloss.tracking import commands as tracking
-
         tracking.check_search_args(args)
         name = args.tracker
         default_out = f"runs/{'demo-' if args.demo else ''}{name}-{args.strategy}-seed{args.seed}"
+        workers = tracking.default_workers(workers)
     else:
-        args.branch = args.branch or "cls"
         name = Path(args.detector).stem if args.detector else args.task
-        default_out = f"runs/{'demo-' if args.demo else ''}{name}-{args.branch}-{args.strategy}-seed{args.seed}"
+        default_out = f"runs/{'demo-' if args.demo else ''}{name}-{branch}-{args.strategy}-seed{args.seed}"
     out = Path(args.out or default_out)
     db = out / "run.sqlite"
     if out.exists() and not out.is_dir():
@@ -217,22 +213,22 @@ def run_search(args: argparse.Namespace) -> int:
     if args.resume:
         _check_resumable(db)
     if args.task:
-        problem, extra = _task_problem(args)
+        problem, extra = _task_problem(args, branch)
     if args.tracker:
-        prepared = tracking.prepare_search(args)  # data, checkpoint and settings checked; nothing written
+        prepared = tracking.prepare(args)  # data, checkpoint and settings checked; nothing written
     out = writable_dir(out)
     lock = RunLock(out).acquire()
     try:
         if args.detector:
-            problem, extra = _detection_problem(args, out)
+            problem, extra = _detection_problem(args, branch, out)
         if args.tracker:
-            problem, extra = tracking.search_problem(args, prepared, out)
+            problem, extra = tracking.search_problem(prepared, out, workers, args.quiet)
         _check_problem(problem)
         if args.resume:  # read-only: a store that cannot be resumed is left exactly as it was
             with RunStore(db, readonly=True) as stored:
                 check_resume(stored, run_config(problem, strategy, args.seed, mode, extra), problem)
         store = RunStore(db)
-        executor = make_executor(args.executor, workers=args.workers, address=args.address,
+        executor = make_executor(args.executor, workers=workers, address=args.address,
                                  start_method=problem.start_method)
         try:
             try:
@@ -263,10 +259,6 @@ class SearchFailed(UserError):
 
 def _check_resumable(db: Path) -> None:
     """A store to resume must be an intact run store with a config; checked read-only, untouched."""
-    from autoloss.engine.store import RunStore
-
-    from autoloss.engine.store import StoreError
-
     if db.stat().st_size == 0:
         raise UserError(f"cannot resume: {db} is empty (zero bytes), not a run store; move it away to start anew")
     try:
@@ -290,50 +282,50 @@ def _check_problem(problem) -> None:
     representation.key(individual)
 
 
-def _task_problem(args: argparse.Namespace):
-    from autoloss.loss.problems import task_problem
-    from autoloss.loss.space import load_space
+def _task_problem(args: argparse.Namespace, branch: str):
+    from autoloss.loss.space import load_space  # heavy: torch, sympy
+    from autoloss.tasks.problem import task_problem  # heavy: torch
 
     for option in ("data", "proxy_iters", "mos_iters", "batch_size"):
         if getattr(args, option) is not None:
             raise UserError(f"--{option.replace('_', '-')} applies to detector searches, not to --task")
-    space = load_space(args.space or {"cls": "cls_softmax", "reg": "reg"}[args.branch])
-    if space.branch != args.branch:
-        raise UserError(f"space '{space.name}' is a {space.branch} space, not {args.branch}")
+    space = load_space(args.space or {"cls": "cls_softmax", "reg": "reg"}[branch])
+    if space.branch != branch:
+        raise UserError(f"space '{space.name}' is a {space.branch} space, not {branch}")
     params = {key: value for key, value in (("steps", args.steps), ("iou", args.iou)) if value is not None}
     problem = task_problem(args.task, space, params or None)
     return problem, {"task_name": args.task, "space": space.name}
 
 
-def _detection_problem(args: argparse.Namespace, out: Path):
-    from autoloss.loss.problems import detection_problem
-    from autoloss.tasks.detection import prepare_task
+def _detection_problem(args: argparse.Namespace, branch: str, out: Path):
+    from autoloss.detection.problem import detection_problem  # heavy: torch
+    from autoloss.detection.task import prepare_task  # heavy: torch
 
     if args.steps is not None:
         raise UserError("--steps applies to --task; a detector search takes --proxy-iters and --mos-iters")
     if args.iou is not None:
         raise UserError("--iou applies to --task; a detector computes the IoU of its own boxes")
-    detector = args.detector
+    detector, data = args.detector, args.data
     iters = {"proxy_iters": args.proxy_iters, "mos_iters": args.mos_iters}
     if args.demo:
-        from autoloss.data.synthetic import make_synthetic_coco
+        from autoloss.detection.synthetic import make_synthetic_coco  # heavy: numpy, only for --demo
 
-        if args.data:
+        if data:
             raise UserError("--demo generates its own synthetic dataset: drop --data, or drop --demo")
         detector = DEMO_DETECTORS.get(detector, detector)
-        args.data = str(out / "data")
+        data = str(out / "data")
         iters = {k: v if v is not None else DEMO_ITERS[k] for k, v in iters.items()}
-        made = make_synthetic_coco(args.data)
+        made = make_synthetic_coco(data)
         if not args.quiet:
-            print(f"demo: synthetic COCO dataset in {args.data} ({made['num_train']} train / "
+            print(f"demo: synthetic COCO dataset in {data} ({made['num_train']} train / "
                   f"{made['num_val']} val images, {len(made['categories'])} categories); detector {detector}")
-    elif not args.data:
+    elif not data:
         raise UserError("a detector search needs --data DIR (a COCO-format dataset), or --demo")
-    task, summary = prepare_task(detector, args.branch, args.data, out, space=args.space,
+    task, summary = prepare_task(detector, branch, data, out, space=args.space,
                                  proxy_iters=iters["proxy_iters"], mos_iters=iters["mos_iters"] or 30,
                                  batch_size=args.batch_size, seed=args.seed)
     if not args.quiet:
-        print(f"detector {Path(summary['config']).name} ({summary['kind']}), branch {args.branch}, "
+        print(f"detector {Path(summary['config']).name} ({summary['kind']}), branch {branch}, "
               f"space {summary['space']}; train {summary['train_images']} / val {summary['val_images']} images"
               f"{' (val carved out of train)' if summary['carved_val'] else ''}, {summary['categories']} "
               f"categories, D_verify {summary['verify_images']} images; proxy {summary['proxy_iters']} "
@@ -350,9 +342,7 @@ def _print_result(result, problem, study) -> None:
     print(f"\nbest {noun}{'s' if noun == 'cell' else 'es'} by {metric} ({result.proxy_evaluations} proxy evaluations "
           f"this session; store: {study.store.path})")
     if noun == "cell":
-        from autoloss.tracking.commands import evaluated_counts
-
-        print("  " + evaluated_counts(study.store, study.stages))
+        print("  " + tracking.evaluated_counts(study.store, study.stages))
     if base is not None:
         print(f"  baseline {metric} {base:.4f}  {result.baseline.genotype}"
               + ("  (the hand-designed neck)" if noun == "cell" else ""))

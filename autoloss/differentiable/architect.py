@@ -38,6 +38,7 @@ only. The model's train/eval mode is the caller's business.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -218,7 +219,7 @@ class VirtualStep:
 def virtual_step_rule(optimizer: torch.optim.Optimizer):
     """The per-parameter update function that matches ``optimizer`` (SGD, Adam or AdamW)."""
     if type(optimizer) in (torch.optim.Adam, torch.optim.AdamW):
-        return _adam_step
+        return functools.partial(_adam_step, decoupled=type(optimizer) is torch.optim.AdamW)
     if type(optimizer) is torch.optim.SGD:
         return _sgd_step
     raise ValueError(f"the second-order architect needs an SGD, Adam or AdamW weight optimiser, "
@@ -240,13 +241,16 @@ def _sgd_step(w, g, state, group, lr, exact):
     return w - lr * direction
 
 
-def _adam_step(w, g, state, group, lr, exact):
+def _adam_step(w, g, state, group, lr, exact, decoupled: bool = False):
+    """Adam's update; ``decoupled``: the optimiser is an AdamW. A recent torch says which decay a group
+    uses in ``group["decoupled_weight_decay"]`` (and lets Adam decouple it too); an older one
+    has no such key, and there AdamW decouples and Adam adds L2 by class."""
     if group.get("maximize", False):
         g = -g
     beta1, beta2 = (float(b) for b in group["betas"])
     weight_decay, eps = group.get("weight_decay", 0.0), group["eps"]
     step = float(state["step"]) + 1.0 if "step" in state else 1.0
-    if group.get("decoupled_weight_decay", False):
+    if group.get("decoupled_weight_decay", decoupled):
         w = w * (1.0 - lr * weight_decay)
     elif weight_decay:
         g = g + weight_decay * w

@@ -17,11 +17,12 @@ forward-backward passes instead of five.
 
 Every epoch sets the skip-dropout rate on the modules, and ends with the derived genotype, the
 hold-out losses of the supernet and of the derived cell (the supernet with the genotype's one-hot
-weights, eval mode), optionally the dominant eigenvalue of the architecture-split loss's Hessian in
-alpha (on the epoch's first architecture batch; its random numbers do not change the search), and
-early stopping. ``state_dict()`` after an epoch holds everything the next one depends on (weights,
-alpha, both optimisers, the scheduler, the generators, early stopping, the epoch), so a search
-loaded into fresh objects continues exactly as an uninterrupted one.
+weights, eval mode), optionally the largest eigenvalue of the architecture-split loss's Hessian in
+alpha (R-DARTS's and MS-DARTS's measure: the full 112 x 112 Hessian, exact, in eval mode so that skip
+dropout does not enter it, on the epoch's first architecture batch; it changes nothing in the
+search), and early stopping. ``state_dict()`` after an epoch holds everything the next one depends
+on (weights, alpha, both optimisers, the scheduler, the generators, early stopping, the epoch), so a
+search loaded into fresh objects continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from torch import nn
 from autoloss.cell.supernet import set_skip_dropout
 from autoloss.differentiable.architect import ADAM_JACOBIANS, Architect, LossFn
 from autoloss.differentiable.derive import count_skips, derive_genotype, genotype_weights
-from autoloss.differentiable.hessian import dominant_eigenvalue
+from autoloss.differentiable.hessian import largest_eigenvalue
 from autoloss.differentiable.mean_shift import eps_schedule, mean_shift
 from autoloss.differentiable.schedule import EarlyStopping, arch_warmup, skip_dropout_rate, warmup_epochs
 from autoloss.differentiable.state import RandomState, cuda_devices, preserved_buffers
@@ -67,7 +68,7 @@ class SearchOptions:
     ms_iterations: int = 2
     ms_temperature: float = 1.0
     eigenvalue: bool = False
-    eigenvalue_iterations: int = 20
+    eigenvalue_iterations: int = 20  # unused since the Hessian is exact; kept so that configs naming it load
     share_gradient: bool = True  # second order: one weight gradient for the virtual and the real step
     seed: int = 0
 
@@ -218,14 +219,18 @@ class DifferentiableSearch:
             self.model.train()
 
     def _eigenvalue(self, epoch: int, batch: Any) -> float:
+        """The largest eigenvalue of the architecture loss's Hessian in alpha, in eval mode (no skip
+        dropout, BN's running statistics); the model's mode, buffers and generators are put back."""
         arch = list(self.model.arch_parameters())
         random_state = RandomState.capture(cuda_devices(arch))
+        modes = [(module, module.training) for module in self.model.modules()]
+        self.model.eval()
         try:
             with preserved_buffers(self.model):
-                generator = torch.Generator().manual_seed(self.options.seed * 100003 + epoch)
-                return dominant_eigenvalue(lambda: self.loss_fn(self.model, batch), arch,
-                                           iterations=self.options.eigenvalue_iterations, generator=generator)
+                return largest_eigenvalue(lambda: self.loss_fn(self.model, batch), arch)
         finally:
+            for module, training in modes:
+                module.training = training
             random_state.restore()
 
     # ------------------------------------------------------------------ checkpoints

@@ -9,6 +9,7 @@ seconds in the plain log.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -19,8 +20,11 @@ from autoloss.engine import heartbeat
 TRAINING_EVERY = 30.0  # seconds between two "training" lines in the plain log
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def fmt_number(value, missing: str = "-") -> str:
+    """``value`` with four decimals; ``missing`` when it is not a finite number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.4f}"
+    return missing
 
 
 class Progress:
@@ -60,7 +64,7 @@ class Progress:
 
     def baseline(self, fitness):
         self.state["baseline"] = fitness
-        self._log(f"baseline {self.metric} {_fmt(fitness)}")
+        self._log(f"baseline {self.metric} {fmt_number(fitness)}")
 
     def generation(self, generation: int, total: int, size: int):
         self.generation_started = time.monotonic()
@@ -97,7 +101,8 @@ class Progress:
         if best:
             self.state["best"] = best[0].fitness
         self._log(f"  generation {summary['generation'] + 1} done: best this generation "
-                  f"{_fmt(summary.get('best_fitness'))}, best {self.metric} so far {_fmt(self.state['best'])}{self._eta()}")
+                  f"{fmt_number(summary.get('best_fitness'))}, best {self.metric} so far "
+                  f"{fmt_number(self.state['best'])}{self._eta()}")
 
     def close(self):
         if self._live is not None:
@@ -126,7 +131,8 @@ class Progress:
             table.add_row(name, str(n_in), str(n_out))
         for state in self.training:
             table.add_row("training", describe_training(state), "")
-        table.caption = (f"best {self.metric} {_fmt(s['best'])} (baseline {_fmt(s['baseline'])}), {s['evaluations']} evaluations, "
+        table.caption = (f"best {self.metric} {fmt_number(s['best'])} (baseline {fmt_number(s['baseline'])}), "
+                         f"{s['evaluations']} evaluations, "
                          f"{s['failures']} failed, {time.monotonic() - self.started:.0f} s{self._eta()}")
         return table
 

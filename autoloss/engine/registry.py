@@ -1,12 +1,15 @@
-"""Strategies and representations by name: the CLI and the run readers look them up here.
+"""Strategies and representation kinds by name: the CLI and the run readers look them up here.
 
 A strategy registers its class (``name``, ``Options``); a representation kind registers a factory
-of its run reader hooks (report and export dispatch on the kind stored with a run).
+of its run reader hooks (report and export dispatch on the kind stored with a run). The engine
+knows no plug-in itself: :mod:`autoloss.plugins` registers the built-in ones.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
+
+from autoloss.errors import UserError
 
 _STRATEGIES: dict[str, type] = {}
 _KINDS: dict[str, Callable[[], Any]] = {}
@@ -18,18 +21,14 @@ def register_strategy(cls: type) -> type:
 
 
 def strategies() -> dict[str, type]:
-    import autoloss.strategies  # noqa: F401  (registers the built-in ones)
-
+    """The registered strategies by name."""
     return dict(_STRATEGIES)
 
 
 def strategy(name: str) -> type:
-    from autoloss.errors import UserError
-
-    known = strategies()
-    if name not in known:
-        raise UserError(f"unknown strategy '{name}': expected one of {', '.join(sorted(known))}")
-    return known[name]
+    if name not in _STRATEGIES:
+        raise UserError(f"unknown strategy '{name}': expected one of {', '.join(sorted(_STRATEGIES)) or 'none registered'}")
+    return _STRATEGIES[name]
 
 
 def register_kind(kind: str, factory: Callable[[], Any]) -> None:
@@ -38,10 +37,7 @@ def register_kind(kind: str, factory: Callable[[], Any]) -> None:
 
 
 def kind(name: str) -> Any:
-    from autoloss.errors import UserError
-
-    import autoloss.kinds  # noqa: F401  (registers the built-in kinds)
-
     if name not in _KINDS:
-        raise UserError(f"this autoloss does not know runs of kind '{name}' (known: {', '.join(sorted(_KINDS))})")
+        raise UserError(f"this autoloss does not know runs of kind '{name}' "
+                        f"(known: {', '.join(sorted(_KINDS)) or 'none registered'})")
     return _KINDS[name]()

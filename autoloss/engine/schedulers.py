@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from autoloss.engine.executors import Job
-from autoloss.engine.protocols import Stage, Verdict
+from autoloss.engine.protocols import BREEDING_HOOKS, Stage, Verdict, check_hooks
 from autoloss.engine.study import SearchResult, Study, seeded_rng
 from autoloss.timelimit import Outcome
 
@@ -35,8 +35,10 @@ def generation_summary(study: Study, generation: int, bred: int, extra: dict) ->
 
 class Generational:
     name = "generational"
+    hooks = BREEDING_HOOKS
 
     def run(self, study: Study, strategy) -> SearchResult:
+        check_hooks(self, strategy)
         options = strategy.options
         baseline = study.baseline()
         if baseline is None:  # nothing can be compared with a failed baseline: stop (resume retries it)
@@ -123,8 +125,10 @@ def run_stages(work: _Work) -> dict:
 
 class SteadyState:
     name = "steady-state"
+    hooks = BREEDING_HOOKS
 
     def run(self, study: Study, strategy) -> SearchResult:
+        check_hooks(self, strategy)
         options = strategy.options
         baseline = study.baseline()
         if baseline is None:

@@ -92,7 +92,6 @@ CREATE TABLE IF NOT EXISTS state (
 _CANDIDATE_COLUMNS = "c.id, c.generation, c.idx, c.genotype, c.parents, c.origin, c.fingerprint, c.created"
 _VERDICT_COLUMNS = ("v.candidate_id, v.gate, v.passed, v.reason, v.metrics, v.status, v.seconds, v.created,"
                     " v.attempts")
-_TABLES = {"config", "candidates", "verdicts", "generations", "state"}
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 A :class:`Study` owns the store, the executor, the progress display, the duplicate check and the
 retries, and records every result through one path (:meth:`Study.record`). Schedulers
 (:mod:`autoloss.engine.schedulers`) drive a strategy against it; strategies read it (the baseline,
-the hall of fame, a candidate's scores) to decide what comes next. Nothing here knows what a
-genotype is beyond the :class:`~autoloss.engine.protocols.Representation` protocol.
+the hall of fame, a candidate's scores) to decide what comes next. It is the strategies' one door
+to the store: they read candidates and verdicts, keep their own state and summaries through it.
+Nothing here knows what a genotype is beyond the
+:class:`~autoloss.engine.protocols.Representation` protocol.
 """
 
 from __future__ import annotations
@@ -13,14 +15,24 @@ import hashlib
 import math
 import random
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from autoloss.engine.duplicates import GATE as DUPLICATE_GATE
 from autoloss.engine.duplicates import Duplicates
 from autoloss.engine.executors import Job
 from autoloss.engine.progress import Progress
-from autoloss.engine.protocols import Evaluate, Gate, Proposal, Representation, Stage, Verdict
-from autoloss.engine.store import BASELINE_GENERATION, DETERMINISTIC, REFERENCE_GENERATION, CandidateRow, RunStore, VerdictRow
+from autoloss.engine.protocols import Evaluate, Gate, Proposal, Representation, Stage, Supernet, Verdict
+from autoloss.engine.store import (
+    BASELINE_GENERATION,
+    DETERMINISTIC,
+    REFERENCE_GENERATION,
+    CandidateRow,
+    RunStore,
+    StoreError,
+    VerdictRow,
+    config_difference,
+)
 from autoloss.timelimit import Outcome
 
 DEFAULT_RETRIES = 2  # transient failures (timeout, crashed worker, out of memory) rerun on resume
@@ -43,6 +55,7 @@ class Problem:
     baseline: str | None = None  # the individual to compare with (default: the initial one)
     timeouts: dict[str, float] = field(default_factory=dict)
     start_method: str | None = None  # multiprocessing start method its local workers need (None: default)
+    supernet: Supernet | None = None  # a differentiable search's hooks (None: only evolved or random search)
 
 
 @dataclass
@@ -119,8 +132,6 @@ def stored_options(options) -> dict:
 def check_resume(store, config: dict, problem: Problem) -> None:
     """Refuse (before anything is written) to resume a store of another search: its config and its
     baseline must be the ones this search makes. ``store`` may be read-only."""
-    from autoloss.engine.store import StoreError, config_difference
-
     stored = store.load_config()
     if stored is not None and (key := config_difference(stored, config)) is not None:
         raise StoreError(f"cannot resume {store.path} with different options: the stored run differs at {key!r}")
@@ -187,6 +198,43 @@ class Study:
     def baseline_row(self) -> CandidateRow | None:
         rows = self.store.candidates(BASELINE_GENERATION)
         return rows[0] if rows else None
+
+    def candidates(self, generation: int | None = None) -> list[CandidateRow]:
+        """The stored candidates of ``generation`` (None: of every generation)."""
+        return self.store.candidates(generation)
+
+    def candidate(self, row_id: int) -> CandidateRow:
+        return self.store.candidate(row_id)
+
+    def verdict(self, row_id: int, gate: str) -> VerdictRow | None:
+        """The stored verdict of ``gate`` (a gate's, a stage's, a strategy's own) on a candidate, if any."""
+        return self.store.verdict(row_id, gate)
+
+    def verdicts(self, generation: int | None = None, gate: str | None = None) -> list[VerdictRow]:
+        return self.store.verdicts(generation, gate)
+
+    # ------------------------------------------------------------------ a strategy's own state and files
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        """A value a strategy stored under ``key`` (prefixed with its name) with :meth:`set_state`."""
+        return self.store.get_state(key, default)
+
+    def set_state(self, key: str, value: Any) -> None:
+        self.store.set_state(key, value)
+
+    def finish_generation(self, generation: int, summary: dict) -> None:
+        """Store (or rewrite) the summary of a finished generation (a differentiable search's epoch)."""
+        self.store.finish_generation(generation, summary)
+
+    def generation_summary(self, generation: int) -> dict | None:
+        return self.store.generation_summary(generation)
+
+    def finished_generations(self) -> list[int]:
+        return self.store.finished_generations()
+
+    def work_dir(self, name: str) -> Path:
+        """``RUN_DIR/work/<name>``: where a strategy keeps its files (checkpoints) beside the store; not created."""
+        return Path(self.store.path).parent / "work" / name
 
     # ------------------------------------------------------------------ the baseline
 

@@ -1,10 +1,11 @@
 """Compiling a loss tree to a torch function, by walking it once (no eval, no per-call parsing).
 
 The result is a tree of closures over the primitive table. Three patterns are fused into their
-numerically exact torch forms, so that the protected log never clamps what is really a log-probability:
-``Log(Softmax(a))`` -> ``log_softmax(a)``, ``Log(Sig(a))`` -> ``logsigmoid(a)`` and
-``Log(Sub(1, Sig(a)))`` / ``Log(Add(1, Neg(Sig(a))))`` -> ``logsigmoid(-a)``. Values are the same
-where the protected log does not clamp; gradients stay alive for confident mistakes.
+numerically exact torch forms, so that a log-probability that underflows to 0 is never floored at
+the protected log's ``log(LOG_EPS)``: ``Log(Softmax(a))`` -> ``log_softmax(a)``, ``Log(Sig(a))`` ->
+``logsigmoid(a)`` and ``Log(Sub(1, Sig(a)))`` / ``Log(Add(1, Neg(Sig(a))))`` -> ``logsigmoid(-a)``.
+Values are the same wherever the probability does not underflow; gradients stay alive for confident
+mistakes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import torch.nn.functional as F
 from autoloss.loss.expression import Node
 from autoloss.loss.primitives import OPERATORS
 
-Env = Mapping[str, torch.Tensor]
 Fn = Callable[[dict], torch.Tensor]
 
 

@@ -4,8 +4,12 @@ Each operator has a canonical name (the CSE-Autoloss authors' DEAP spelling: ``N
 ``Serf``...), an arity, a batched autograd-safe torch implementation, a sympy counterpart (the ideal
 mathematical function, used by the convergence property verification) and infix / LaTeX templates.
 
-Protected operators, as the paper describes: ``Log`` clamps its argument to ``EPS``, ``Div`` is
-``x1 / (x2 + eps)`` with the denominator kept away from zero, ``Exp`` clamps its argument to
+Protected operators, as the CSE-Autoloss authors' released code defines them (the paper itself only
+says that the operators are protected): ``Log`` is ``log(x + LOG_EPS)`` with their ``LOG_EPS =
+1e-20``, which keeps ``log(0)`` finite but leaves the log of a negative argument NaN, so that the
+validity gate rejects a loss whose log argument can go negative (a clamp would turn that region into
+a constant with zero gradient: dead, yet finite, it passed both cheap gates); ``Div`` is
+``x1 / (x2 + eps)`` with the denominator kept away from zero; ``Exp`` clamps its argument to
 ``EXP_MAX``. ``Sqrt`` is deliberately unprotected: a square root of a negative number is the kind of
 defect the validity gate exists to catch.
 
@@ -30,11 +34,12 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-7
+LOG_EPS = 1e-20  # the authors' protected log; a normal number in float32 too
 EXP_MAX = 60.0
 
 
 def protected_log(x: torch.Tensor) -> torch.Tensor:
-    return torch.log(torch.clamp(x, min=EPS))
+    return torch.log(x + LOG_EPS)
 
 
 def protected_exp(x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,9 @@ from autoloss.loss.samples import prediction_input, probe_batch
 from autoloss.loss.space import SearchSpace
 
 FINGERPRINT_DIGITS = 6  # significant digits kept; equal functions written differently agree far beyond
+# The validity probe runs in the training dtype: a loss finite in float64 can overflow in float32
+# (``Mul(Exp(X),Exp(X))`` at a logit of 50 is 2.7e43), and training would diverge on it.
+PROBE_DTYPE = torch.float32
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,7 @@ class Probe:
     grads: dict[str, np.ndarray]
 
 
-def run_probe(space: SearchSpace, node: Node, dtype: torch.dtype = torch.float64) -> Probe:
+def run_probe(space: SearchSpace, node: Node, dtype: torch.dtype = PROBE_DTYPE) -> Probe:
     """Forward and backward on the probe batch (raises whatever the loss raises)."""
     batch = probe_batch(space, dtype)
     wrt = prediction_input(space)

@@ -3,8 +3,8 @@
     from autoloss.report import write_report
     written = write_report("runs/demo-faster_rcnn-cls-cse-seed0")  # -> RUN_DIR/report/report.md, *.png
 
-Modules: :mod:`~autoloss.report.run` reads the store, :mod:`~autoloss.report.formulas` prints
-genotypes, :mod:`~autoloss.report.figures` draws, :mod:`~autoloss.report.markdown` writes the text,
+Modules: :mod:`~autoloss.report.run` reads the store, :mod:`~autoloss.report.figures` draws,
+:mod:`~autoloss.report.markdown` writes the text (genotypes printed by :mod:`autoloss.loss.formulas`),
 the ``autoloss report`` subcommand is :mod:`autoloss.commands.report`.
 """
 
@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
- 
+from autoloss import plugins  # noqa: F401  (registers the built-in representation kinds this reads)
+from autoloss.differentiable import report as differentiable
+from autoloss.engine import registry
+from autoloss.engine.runs import open_run
+from autoloss.files import writable_dir
+from autoloss.report.run import read_run
 
 __all__ = ["write_report"]
 
@@ -24,20 +29,16 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, top: in
     missing from a partial run]}``. Raises :class:`autoloss.errors.UserError` when ``run_dir`` holds no
     run store.
     """
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, and the loss package's torch below
 
     matplotlib.use("Agg")
     from autoloss.report import figures
-    from autoloss.engine.registry import kind
     from autoloss.report.markdown import FIGURES, render
-    from autoloss.commands.options import writable_dir
-    from autoloss.engine.runs import open_run
-    from autoloss.report.run import read_run
 
     record = open_run(run_dir)
     run = read_run(record, top=top)
     out = writable_dir(Path(out_dir) if out_dir is not None else record.run_dir / "report", "report directory")
-    formulas = kind(record.kind).describer(run.config)
+    formulas = registry.kind(record.kind).describer(run.config)
     written = {
         "gate_funnel": figures.gate_funnel(run, out / FIGURES["funnel"]),
         "fitness_per_generation": figures.fitness_per_generation(run, out / FIGURES["fitness"], formulas),
@@ -51,8 +52,6 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, top: in
                 pictures[row.genotype] = name
                 written[f"{getattr(formulas, 'noun', 'candidate')}_{rank}"] = out / name
     text = render(run, formulas, pictures)
-    from autoloss.report import differentiable
-
     if differentiable.is_differentiable_run(record):  # darts, darts2, ms-darts: the per-epoch measures
         written.update(differentiable.draw(record, out))
         text = text.rstrip("\n") + "\n\n" + differentiable.markdown(record)

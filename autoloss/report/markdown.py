@@ -10,7 +10,7 @@ import re
 import time
 from collections import OrderedDict
 
-from autoloss.report.formulas import Formulas
+from autoloss.loss.formulas import Formulas
 from autoloss.report.run import EXPENSIVE, Evaluation, Run, duration
 
 STRATEGY_TITLES = {"cse": "CSE-Autoloss (cheap gates, then MOS, then the proxy)",

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 from autoloss.engine.protocols import Stage
+from autoloss.errors import UserError
+
+
+def check(condition: bool, message: str) -> None:
+    """Options validation: a :class:`UserError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise UserError(message)
+
+
+def positive_seconds(name: str, value: float | None) -> None:
+    """``--name`` is None or a positive number of seconds."""
+    if value is not None:
+        check(isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= 1e9,
+              f"--{name.replace('_', '-')} must be a positive number of seconds (at most 1e9), got {value}")
 
 
 class StrategyBase:

@@ -19,7 +19,8 @@ from typing import ClassVar
 
 from autoloss.engine.protocols import Gate, Stage
 from autoloss.errors import UserError
-from autoloss.strategies.evolution import EvolutionOptions, EvolutionStrategy, positive_seconds
+from autoloss.strategies.base import positive_seconds
+from autoloss.strategies.evolution import EvolutionOptions, EvolutionStrategy
 
 MOS = "mos"
 MOS_REFERENCES = ("baseline", "initial")
@@ -76,9 +77,9 @@ class CseStrategy(EvolutionStrategy):
             mos = best[0].scores.get(MOS) if best else None
             return mos if mos is not None else value
         for earlier in range(generation):
-            summary = study.store.generation_summary(earlier) or {}
+            summary = study.generation_summary(earlier) or {}
             best = summary.get("best")
-            rows = [r for r in study.store.candidates(earlier) if r.genotype == best] if best else []
+            rows = [r for r in study.candidates(earlier) if r.genotype == best] if best else []
             mos = study.fitness(rows[0].id, MOS) if rows else None
             if mos is not None:
                 value = mos

@@ -8,24 +8,11 @@ individual after 1 to 3 mutations.
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, fields
 
 from autoloss.engine.protocols import Gate, Proposal, Stage
-from autoloss.errors import UserError
-from autoloss.strategies.base import StrategyBase
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise UserError(message)
-
-
-def positive_seconds(name: str, value: float | None) -> None:
-    if value is not None:
-        _check(isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= 1e9,
-               f"--{name.replace('_', '-')} must be a positive number of seconds (at most 1e9), got {value}")
+from autoloss.strategies.base import StrategyBase, check, positive_seconds
 
 
 @dataclass
@@ -43,14 +30,14 @@ class EvolutionOptions:
     def validate(self) -> None:
         for name in ("population", "generations", "parents"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and 0 < value <= 1_000_000,
+            check(isinstance(value, int) and 0 < value <= 1_000_000,
                    f"--{name} must be a positive integer (at most 1000000), got {value}")
         for name in ("crossover", "mutation"):
             value = getattr(self, name)
-            _check(isinstance(value, (int, float)) and 0 <= value <= 1, f"--{name} is a probability in [0, 1], got {value}")
+            check(isinstance(value, (int, float)) and 0 <= value <= 1, f"--{name} is a probability in [0, 1], got {value}")
         positive_seconds("proxy_timeout", self.proxy_timeout)
         if self.max_evaluations is not None:
-            _check(self.max_evaluations > 0, f"--max-evaluations must be positive, got {self.max_evaluations}")
+            check(self.max_evaluations > 0, f"--max-evaluations must be positive, got {self.max_evaluations}")
 
     @classmethod
     def names(cls) -> list[str]:
@@ -111,8 +98,8 @@ class EvolutionStrategy(StrategyBase):
         cap = self.options.max_evaluations
         if cap is None:
             return None
-        done = sum(1 for v in study.store.verdicts(gate=study.ranking.name)
-                   if study.store.candidate(v.candidate_id).generation >= 0)
+        done = sum(1 for v in study.verdicts(gate=study.ranking.name)
+                   if study.candidate(v.candidate_id).generation >= 0)
         return max(cap - done, 0)
 
     def admit(self, study, stage: Stage, rows: list, generation: int) -> tuple[list, str]:

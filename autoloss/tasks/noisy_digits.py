@@ -1,73 +1,22 @@
 """Noisy-label digits: a cheap but real proxy task for the classification-loss search.
 
-scikit-learn's bundled 8 x 8 digits (1797 images, 10 classes, no download), pixels scaled to [0, 1].
-A fixed stratified split (seeded by ``data_seed``) keeps 30 % as the clean test set (540 images, the
-fitness); of the rest, 15 % is a clean validation subset (189 images, the MOS score) and the remaining
-1068 images are the training split. Training labels get symmetric noise: with probability ``noise``
-a label is replaced by a uniformly drawn *different* class (default 0.4; 37.8 % of the training
-labels are actually wrong for ``data_seed=0``). The 'verify' subset for the model-optimisation
-simulation is 20 training images per class (200, noisy labels), a larger cousin of the paper's
-one-image-per-class D_verify.
-
-A one-hidden-layer MLP (64 -> ``hidden`` -> 10, float32, Adam) is trained with the candidate loss:
-
-* ``stage="proxy"``: ``steps`` steps on the noisy training split; fitness = clean test accuracy.
-* ``stage="mos"``: ``mos_steps`` steps (learning rate ``mos_lr``, default ``lr``) on the verify
-  subset (``verify_per_class`` images per class); score = clean validation accuracy.
-* ``stage="test"`` (only with ``holdout`` > 0): trained as the proxy, scored on the held-out split,
-  that share of the test split (stratified) which the proxy then no longer scores; the search never
-  sees it, so a found loss can be checked on it afterwards. ``holdout=0`` (the default) keeps the
-  split above.
-
-Loss inputs, by role (the names come from the space): logits X (B x 10, no background column), the
-one-hot noisy target Y, and the IoU stand-in W. With ``iou="one"`` (the default) every sample is a
-perfectly localised positive, so W = 1 (B x 1) in softmax mode and W = Y (IoU 1 at the ground-truth
-class) in sigmoid mode; CEI is then exactly CE. With ``iou="confidence"`` W is the model's own detached
-probability of the (noisy) label, a quality score computed from the prediction like an IoU; CEI =
--p.detach() log p then has the gradient of -p and trains exactly like the MAE-like loss below. The
-per-sample loss is summed over its columns and averaged over the batch.
-
-The defaults are tuned so that cross-entropy visibly memorises the noise while robust losses do not:
-the search has headroom. Measured on the development machine (2 CPU cores, torch 2.13 CPU, one
-thread per evaluation; clean test accuracy, mean [min-max] over seeds 0..4, data_seed 0):
-
-=================================================  =====================  ========  =========
-loss (cls_softmax unless noted)                    proxy fitness          s/eval    MOS score
-=================================================  =====================  ========  =========
-CE        ``Neg(Dot(Y,Log(Softmax(X))))``          0.758 [0.746-0.767]    0.8       0.74
-CEI       (identical to CE here, W = 1)            0.746 [0.731-0.765]    0.8       0.73
-GCE-like  ``Neg(Dot(Y,Sqrt(Softmax(X))))``         0.847 [0.841-0.857]    1.0       0.81
-MAE-like  ``Neg(Dot(Y,Softmax(X)))``               0.929 [0.872-0.952]    0.8       0.71
-FLI (cls_sigmoid)                                  0.827 [0.820-0.839]    0.9       0.77
-BCE (cls_sigmoid)                                  0.862 [0.837-0.874]    1.0       0.78
-=================================================  =====================  ========  =========
-
-With ``noise=0`` CE reaches 0.97 (0.969-0.976), so the 40 % noise costs CE about 21 points and a
-robust loss wins back most of them. With ``data_seed=1``: CE 0.667, GCE-like 0.813, MAE-like 0.904.
-Broken losses land at chance in both stages (``Dot(Y,Log(Softmax(X)))`` or ``Neg(Dot(Y,X))``: 0.10).
-The MOS stage takes about 0.06 s. The first evaluation in a process pays about 1-2 s of torch
-warm-up on top of these figures. With the earlier guess of 400 steps, 64 hidden units and lr 0.01,
-CE still scored 0.878 against 0.919 for MAE-like: too little memorisation, too little headroom.
-
-A candidate whose loss or parameters become NaN or infinite raises :class:`Diverged` (for instance
-``Neg(Dot(Y,Mul(Exp(Exp(X)),Exp(Exp(X)))))`` overflows at step 11). Results are deterministic for a
-given (task, expression, stage, seed): the model is initialised from ``seed`` alone (so equal
-functions written differently score equally),
-batches are drawn from a generator seeded by ``seed``, and evaluation runs on one thread.
+A one-hidden-layer MLP learns scikit-learn's 8 x 8 digits from labels with symmetric noise, trained
+with the candidate loss; the fitness is its clean test accuracy (stage ``proxy``), the MOS score its
+clean validation accuracy after a short run on a small verify subset (stage ``mos``). Data, stages,
+loss inputs, the measured defaults and determinism: docs/noisy_digits.md.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 
 from autoloss.engine import heartbeat
-
-from autoloss.errors import UserError
+from autoloss.errors import UserError, reject_unknown_fields
 from autoloss.loss.compile import compile_loss
 from autoloss.loss.expression import parse
 from autoloss.loss.space import SearchSpace, load_space
@@ -117,7 +66,7 @@ def load_data(noise: float, data_seed: int, holdout: float = 0.0, verify_per_cla
     a held-out split that no search stage sees; the training, validation and verify data and the
     noise do not change with it.
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # heavy: scikit-learn, needed only to build the split
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
@@ -148,7 +97,7 @@ def _space(name: str) -> SearchSpace:
 
 @dataclass(frozen=True)
 class NoisyDigitsTask:
-    """Noisy-label digits classification; see the module docstring for the measured defaults."""
+    """Noisy-label digits classification; docs/noisy_digits.md has the measured defaults."""
 
     space: str = "cls_softmax"  # bundled space name or YAML path; a softmax or sigmoid space
     noise: float = 0.4  # symmetric label-noise rate of the training split
@@ -200,9 +149,7 @@ class NoisyDigitsTask:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NoisyDigitsTask":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise UserError(f"noisy digits: unknown task field(s) {', '.join(sorted(unknown))}")
+        reject_unknown_fields(cls, d, "noisy digits")
         return cls(**d)
 
     def evaluate(self, expression: str, stage: str = "proxy", seed: int = 0) -> dict:

@@ -11,6 +11,9 @@ Stages (:func:`evaluate`, run in worker processes; ``task`` is plain data):
 - ``proxy``: the full search-regime training on the ``weights`` split, AO on the ``holdout`` split;
 - ``test`` (``autoloss evaluate``): the same training, AO on the ``test`` split.
 
+The differentiable strategies search the same cells on a supernet tracker: the problem's
+``supernet`` hooks are :data:`autoloss.tracking.supernet_model.SUPERNET`.
+
 The run's baseline is the hand-designed neck (key ``"hand"``, a
 :class:`~autoloss.cell.representation.Reference` of the representation): breeding starts from the
 representation's initial cell (DARTS_V2), and when the hall of fame hands the hand neck over as a
@@ -180,6 +183,7 @@ def tracking_problem(name: str, settings, data_root: str | Path, baseline_ckpt: 
                      max_flops: int | None = None) -> Problem:
     """The cell search on the tracker ``name`` with ``settings`` (a TrackingSettings), data and baseline."""
     from autoloss.cell.representation import HAND, CellRepresentation, CellSpace
+    from autoloss.tracking.supernet_model import SUPERNET  # heavy: torch; and it imports this module
 
     stages = stages or StageSettings()
     space = CellSpace(channels=settings.channels, height=settings.map_size, width=settings.map_size,
@@ -198,15 +202,7 @@ def tracking_problem(name: str, settings, data_root: str | Path, baseline_ckpt: 
     }
     return Problem(representation=representation, operators=representation, evaluate=evaluate, task=task,
                    metric="AO", baseline=HAND.name, timeouts=dict(timeouts or tracker(name).timeouts),
-                   start_method="spawn")
-
-
-def representation_of(task: dict):
-    """The cell representation of a stored task (for readers)."""
-    from autoloss.cell.representation import HAND, CellRepresentation, CellSpace
-
-    space = task.get("space") or {}
-    return CellRepresentation(CellSpace.from_options(space), references=(HAND,))
+                   start_method="spawn", supernet=SUPERNET)
 
 
 def worker_settings(task: dict):

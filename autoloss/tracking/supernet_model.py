@@ -12,28 +12,34 @@ checkpoint's backbone (frozen) computes the maps of every search batch once; fre
 - :func:`supernet_loss`: PrDiMP's classifier loss of one cached batch (the same loss on every split;
   the weight split trains the weights, the architecture split alpha, the hold-out split measures the
   supernet and, with one-hot weights, the derived cell);
-- :func:`build_supernet_search`: everything one seed's search needs, as :class:`SupernetSetup`;
+- :func:`build_supernet_search`: everything one seed's search needs, as a
+  :class:`~autoloss.differentiable.worker.SupernetSetup`;
 - :func:`ensure_architecture_split`: writes the synthetic "architecture" split when a synthetic data
-  set lacks it (the evolutionary search does not use it).
+  set lacks it (the evolutionary search does not use it);
+- :data:`SUPERNET`: the tracking problem's supernet hooks (``Problem.supernet``) for the differentiable
+  strategies: :func:`supernet_search` (in the worker) and :func:`prepare_architecture_split`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from autoloss.cell.supernet import CellSupernet, architecture_parameters, weight_parameters
+from autoloss.differentiable.worker import SupernetSetup
+from autoloss.engine.protocols import Supernet
 from autoloss.errors import UserError
 from autoloss.tracking.backbone import InputAdapters
 from autoloss.tracking.classifier import TargetClassifier
 from autoloss.tracking.dataset import read_sequences
 from autoloss.tracking.model import STRIDE
+from autoloss.tracking.problem import worker_settings
 from autoloss.tracking.sampling import PairSampler, SampleBatch
 from autoloss.tracking.train import (
     TrackingSettings,
@@ -41,6 +47,7 @@ from autoloss.tracking.train import (
     classification_loss,
     load_baseline,
     split_fingerprint,
+    torch_threads,
 )
 
 SEARCH_SPLITS = ("weights", "architecture", "holdout")  # the roles of a differentiable search's data
@@ -134,17 +141,6 @@ def split_maps(backbone_net: nn.Module, settings: TrackingSettings, data_root: s
     return entries
 
 
-@dataclass
-class SupernetSetup:
-    """One seed's search: the model, its loss, and the batches of each split per epoch."""
-
-    model: TrackerSupernet
-    loss_fn: Callable[[nn.Module, dict], torch.Tensor]
-    train_batches: Callable[[int], list[dict]]
-    arch_batches: Callable[[int], list[dict]]
-    holdout_batches: Callable[[int], list[dict]]
-
-
 def _cycle(entries: list[dict], steps: int) -> Callable[[int], list[dict]]:
     """Epoch ``e`` takes ``steps`` consecutive entries from ``e * steps``, cycling over the pool."""
     return lambda epoch: [entries[(epoch * steps + i) % len(entries)] for i in range(steps)]
@@ -176,4 +172,35 @@ def build_supernet_search(settings: TrackingSettings, data_root: str | Path, bas
     model = TrackerSupernet(settings, net.backbone.out_channels, skip_dropout, net.init_step, net.init_reg)
     model.to(settings.device)
     return SupernetSetup(model, lambda m, entry: supernet_loss(m, entry, settings), _cycle(weights, steps),
-                         _cycle(arch, steps), lambda epoch: holdout)
+                         _cycle(arch, steps), lambda epoch: holdout, weight_lr=settings.lr)
+
+
+# ------------------------------------------------------------------- the tracking problem's supernet hooks
+
+
+@contextmanager
+def supernet_search(task: dict, seed: int, *, steps_per_epoch: int | None = None,
+                    architecture_batches: int | None = None, holdout_batches: int = 4,
+                    skip_dropout: float = 0.0) -> Iterator[SupernetSetup]:
+    """Worker side: the supernet tracker of the stored ``task`` for ``seed``, built and used with the
+    task's torch threads (the worker's device: its GPU if it has one)."""
+    settings = worker_settings(task)
+    splits = task.get("splits", {})
+    with torch_threads(settings.threads):
+        yield build_supernet_search(settings, task["data_root"], task["baseline"], seed=seed,
+                                    steps_per_epoch=steps_per_epoch, architecture_batches=architecture_batches,
+                                    holdout_batches=holdout_batches, skip_dropout=skip_dropout,
+                                    splits={role: splits.get(role, role) for role in SEARCH_SPLITS})
+
+
+def prepare_architecture_split(task: dict) -> None:
+    """Before a differentiable search: its architecture split must exist (written for a synthetic data set)."""
+    folder = task.get("splits", {}).get("architecture", "architecture")
+    root = Path(task["data_root"])
+    if not (root / folder / "list.txt").is_file():
+        if folder != "architecture":
+            raise UserError(f"a differentiable search needs its architecture split: {root / folder} holds no list.txt")
+        ensure_architecture_split(worker_settings(task), root)
+
+
+SUPERNET = Supernet(search=supernet_search, prepare=prepare_architecture_split)

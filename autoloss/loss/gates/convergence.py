@@ -2,7 +2,14 @@
 
 Classification, in the binary reduction (one positive and one negative score):
   - monotonicity: the loss decreases with the positive class score and increases with the negative one;
-  - convergence: the gradient magnitude goes to 0 as the positive score goes to +infinity.
+  - convergence: the gradient goes to 0 as the positive score goes to +infinity. As in the paper, whose
+    binary loss has the positive score as its only variable, this is the derivative with respect to
+    the positive score x_pos; in softmax mode the negative logit x_neg is held at 0 meanwhile (the
+    sigmoid mode has one score per entry, so there the two readings agree).
+    ``whole_gradient=True`` adds a condition of ours, an extension off by default: the derivatives
+    with respect to both scores vanish along a converging path, x_neg = -x_pos -> -infinity (with
+    x_neg pinned at 0, d loss / d x_neg may stay positive for a perfectly good loss such as
+    cross-entropy on tanh-squashed logits). Every message names the score whose derivative fails.
 Regression, distance-loss consistency: the loss grows as the predicted box moves away from the
 ground truth (shifted, scaled, stretched, for small and large boxes) and is minimal at perfect overlap.
 
@@ -52,12 +59,16 @@ class Finding:
     reason: str
 
 
-def _reduction_inputs(space: SearchSpace, scores: np.ndarray, positive: bool, iou: float):
-    """Batched inputs of the binary reduction: one row per score value, requires_grad on the logits."""
+def _reduction_inputs(space: SearchSpace, scores: np.ndarray, positive: bool, iou: float,
+                      converging: bool = False):
+    """Batched inputs of the binary reduction: one row per score value, requires_grad on the logits.
+    ``converging`` (softmax mode, positive): the negative logit is -score instead of 0."""
     n = len(scores)
     x = torch.zeros(n, 2 if space.mode == "softmax" else 1, dtype=torch.float64)
     column = 0 if positive else (1 if space.mode == "softmax" else 0)
     x[:, column] = torch.as_tensor(scores)
+    if converging and space.mode == "softmax":
+        x[:, 1] = -torch.as_tensor(scores)
     x.requires_grad_(True)
     by_role = {"logits": x}
     if space.mode == "softmax":  # two classes: the ground truth is class 0, the other is the negative
@@ -69,11 +80,30 @@ def _reduction_inputs(space: SearchSpace, scores: np.ndarray, positive: bool, io
     return {i.name: by_role[i.role] for i in space.inputs}, x, column
 
 
-def _loss_and_grad(space, loss, scores, positive, iou):
-    inputs, x, column = _reduction_inputs(space, scores, positive, iou)
+def _loss_and_grad(space, loss, scores, positive, iou, converging: bool = False):
+    """Values, the derivative in the varied score, and the whole gradient (rows x logits)."""
+    inputs, x, column = _reduction_inputs(space, scores, positive, iou, converging)
     values = loss(**inputs).sum(dim=-1)
     (grad,) = torch.autograd.grad(values.sum(), [x])
-    return values.detach().numpy(), grad[:, column].numpy(), np.linalg.norm(grad.numpy(), axis=1)
+    return values.detach().numpy(), grad[:, column].numpy(), grad.numpy()
+
+
+def _vanishes(grad: np.ndarray, what: str, where: str, iou: float) -> Finding | None:
+    """Does |grad| at CONVERGENCE_POINTS decay to 0? A failing or ambiguous finding naming ``what``
+    (the score the derivative is taken in), None when it clearly vanishes."""
+    magnitude = np.abs(grad)
+    if not np.isfinite(magnitude).all():
+        return Finding("fail", f"gradient w.r.t. the {what} score not finite for large positive scores "
+                               f"({where}, w={iou})")
+    far, mid = magnitude[-1], magnitude[1]
+    at = f"x_pos=+{CONVERGENCE_POINTS[-1]:g}"
+    if far > 1e-3 and far >= 0.5 * mid:
+        return Finding("fail", f"gradient does not vanish w.r.t. the {what} score as the positive score grows "
+                               f"(|d loss / d x_{what[:3]}| = {far:.3g} at {at}, {where}, w={iou})")
+    if far > 1e-8:
+        return Finding("ambiguous", f"gradient w.r.t. the {what} score decays slowly "
+                                    f"(|d loss / d x_{what[:3]}| = {far:.2e} at {at}, {where}, w={iou})")
+    return None
 
 
 def _monotone(values, slope, grid, sign: int, what: str, iou: float) -> Finding | None:
@@ -92,8 +122,9 @@ def _monotone(values, slope, grid, sign: int, what: str, iou: float) -> Finding 
     return None
 
 
-def numeric_classification(space: SearchSpace, node: Node) -> Finding:
+def numeric_classification(space: SearchSpace, node: Node, whole_gradient: bool = False) -> Finding:
     loss = compile_loss(node, space.output)
+    softmax = space.mode == "softmax"
     ambiguous: list[str] = []
     for iou in IOU_VALUES:
         values, slope, _ = _loss_and_grad(space, loss, POSITIVE_GRID, True, iou)
@@ -105,19 +136,24 @@ def numeric_classification(space: SearchSpace, node: Node) -> Finding:
             return found
         if found is not None:
             ambiguous.append(found.reason)
-        _, _, norm = _loss_and_grad(space, loss, CONVERGENCE_POINTS, True, iou)
-        if not np.isfinite(norm).all():
-            return Finding("fail", f"gradient not finite for large positive scores (w={iou})")
-        far, mid = norm[-1], norm[1]
-        if far > 1e-3 and far >= 0.5 * mid:
-            return Finding("fail", f"gradient does not vanish as the positive score grows "
-                                   f"(|grad| = {far:.3g} at x=+{CONVERGENCE_POINTS[-1]:g}, w={iou})")
-        if far > 1e-8:
-            ambiguous.append(f"gradient decays slowly (|grad| = {far:.2e} at x=+{CONVERGENCE_POINTS[-1]:g}, w={iou})")
+        # the paper's condition: d loss / d x_pos -> 0 (softmax: x_neg held at 0)
+        _, slope, _ = _loss_and_grad(space, loss, CONVERGENCE_POINTS, True, iou)
+        checks = [(slope, "positive", "x_neg=0" if softmax else "target 1")]
+        if whole_gradient and softmax:  # the extension: both derivatives along x_neg = -x_pos
+            _, _, grad = _loss_and_grad(space, loss, CONVERGENCE_POINTS, True, iou, converging=True)
+            checks += [(grad[:, 0], "positive", "x_neg=-x_pos"), (grad[:, 1], "negative", "x_neg=-x_pos")]
+        for derivative, what, where in checks:
+            found = _vanishes(derivative, what, where, iou)
+            if found is not None and found.status == "fail":
+                return found
+            if found is not None:
+                ambiguous.append(found.reason)
     if ambiguous:
         return Finding("ambiguous", "; ".join(dict.fromkeys(ambiguous)))
+    vanishing = ("d loss / d x_pos -> 0 and d loss / d x_neg -> 0 along x_neg = -x_pos" if whole_gradient and softmax
+                 else "d loss / d x_pos -> 0")
     return Finding("pass", f"decreasing in the positive score, increasing in the negative score, "
-                           f"gradient -> 0 (grid check, w in {list(IOU_VALUES)})")
+                           f"{vanishing} (grid check, w in {list(IOU_VALUES)})")
 
 
 # Regression paths: the prediction moves away from a ground-truth box of side s along a path with
@@ -193,10 +229,11 @@ def _limit_at_infinity(expr: sympy.Expr, x: sympy.Symbol) -> sympy.Expr | None:
     return value
 
 
-def _symbolic_classification(space: SearchSpace, node: Node) -> Finding:
+def _symbolic_classification(space: SearchSpace, node: Node, whole_gradient: bool = False) -> Finding:
     x, n = sympy.Symbol("x", real=True), sympy.Symbol("n", real=True)
     iou = SYMBOLIC_IOU
-    if space.mode == "softmax":
+    softmax = space.mode == "softmax"
+    if softmax:
         env = lambda p, q: {"logits": [p, q], "target": [1, 0], "iou": iou}  # noqa: E731
         pos_env, neg_env, both_env = env(x, 0), env(0, x), env(x, n)
     else:
@@ -207,18 +244,25 @@ def _symbolic_classification(space: SearchSpace, node: Node) -> Finding:
         return to_sympy(node, {i.name: by_role[i.role] for i in space.inputs})
 
     positive, negative = expr(pos_env), expr(neg_env)
+    # the paper's condition: d loss / d x_pos -> 0 as x_pos -> +oo (softmax: x_neg = 0)
+    held = "x_neg = 0, " if softmax else ""
     limit = _limit_at_infinity(sympy.diff(positive, x), x)
     if limit is None:
-        return Finding("ambiguous", f"sympy could not take the limit of d loss / d x as x -> +oo (w={iou})")
+        return Finding("ambiguous", f"sympy could not take the limit of d loss / d x_pos as x_pos -> +oo "
+                                    f"({held}w={iou})")
     if limit != 0:
-        return Finding("fail", f"sympy: d loss / d x does not tend to 0 as the positive score x -> +oo "
-                               f"(w={iou}, limit {limit})")
-    if both_env is not None:
-        cross = _limit_at_infinity(sympy.diff(expr(both_env), n).subs(n, 0), x)
-        if cross is None:
-            return Finding("ambiguous", "sympy could not take the limit of the gradient w.r.t. the negative score")
-        if cross != 0:
-            return Finding("fail", "sympy: the gradient w.r.t. the negative score does not vanish as x -> +oo")
+        return Finding("fail", f"sympy: d loss / d x_pos does not tend to 0 as the positive score x_pos -> +oo "
+                               f"({held}w={iou}, limit {limit})")
+    if whole_gradient and both_env is not None:  # the extension: both derivatives along x_neg = -x_pos
+        both = expr(both_env)
+        for what, symbol in (("pos", x), ("neg", n)):
+            along = _limit_at_infinity(sympy.diff(both, symbol).subs(n, -x), x)
+            if along is None:
+                return Finding("ambiguous", f"sympy could not take the limit of d loss / d x_{what} along "
+                                            f"x_neg = -x_pos -> -oo (w={iou})")
+            if along != 0:
+                return Finding("fail", f"sympy: d loss / d x_{what} does not tend to 0 along x_neg = -x_pos, "
+                                       f"x_pos -> +oo (w={iou}, limit {along})")
     reals = sympy.Interval(-sympy.oo, sympy.oo)
     decreasing = sympy.is_strictly_decreasing(positive, reals, x)
     if decreasing is False:
@@ -227,8 +271,11 @@ def _symbolic_classification(space: SearchSpace, node: Node) -> Finding:
     if increasing is False:
         return Finding("fail", f"sympy: not strictly increasing in the negative score (w={iou})")
     if decreasing and increasing:
+        vanishing = "d loss / d x_pos -> 0 as x_pos -> +oo" + (" with x_neg = 0" if softmax else "")
+        if whole_gradient and softmax:
+            vanishing += ", and both derivatives -> 0 along x_neg = -x_pos"
         return Finding("pass", f"sympy: strictly decreasing in the positive score, strictly increasing in the "
-                               f"negative score, gradient -> 0 as x -> +oo (w={iou})")
+                               f"negative score, {vanishing} (w={iou})")
     return Finding("ambiguous", "sympy proved convergence but could not decide monotonicity")
 
 
@@ -269,12 +316,12 @@ def _symbolic_regression(space: SearchSpace, node: Node) -> Finding:
     return Finding("pass", "sympy: non-decreasing along every path, larger far away than at perfect overlap")
 
 
-def symbolic_check(space: SearchSpace, expression: str) -> Finding:
+def symbolic_check(space: SearchSpace, expression: str, whole_gradient: bool = False) -> Finding:
     """The sympy verdict (runs in a worker process: may be slow, may hang, is killed on timeout)."""
     node = parse(expression, space)
     if space.mode == "regression":
         return _symbolic_regression(space, node)
-    return _symbolic_classification(space, node)
+    return _symbolic_classification(space, node, whole_gradient)
 
 
 def _symbolic_task(args) -> tuple[str, str]:
@@ -282,11 +329,11 @@ def _symbolic_task(args) -> tuple[str, str]:
     return finding.status, finding.reason
 
 
-def numeric_check(space: SearchSpace, node: Node) -> Finding:
+def numeric_check(space: SearchSpace, node: Node, whole_gradient: bool = False) -> Finding:
     try:
         if space.mode == "regression":
             return numeric_regression(space, node)
-        return numeric_classification(space, node)
+        return numeric_classification(space, node, whole_gradient)
     except Exception as exc:  # a candidate that raises is rejected, never a crash
         return Finding("fail", f"raised {type(exc).__name__}: {exc}")
 
@@ -295,15 +342,19 @@ def numeric_check(space: SearchSpace, node: Node) -> Finding:
 
 
 class ConvergenceGate:
-    """CPV as a gate: numeric screen, then sympy (with a hard time limit) where asked."""
+    """CPV as a gate: numeric screen, then sympy (with a hard time limit) where asked.
+
+    ``whole_gradient`` (off by default, an extension of the paper's condition; see the module
+    docstring): in softmax mode also require d loss / d x_neg -> 0, along x_neg = -x_pos."""
 
     name = "convergence"
 
     def __init__(self, space: SearchSpace, symbolic: str = "ambiguous", timeout: float = 5.0,
-                 workers: int = 2, pool: TimeLimitedPool | None = None):
+                 workers: int = 2, pool: TimeLimitedPool | None = None, whole_gradient: bool = False):
         if symbolic not in ("ambiguous", "always", "never"):
             raise ValueError("symbolic must be 'ambiguous', 'always' or 'never'")
         self.space, self.symbolic, self.timeout = space, symbolic, timeout
+        self.whole_gradient = whole_gradient
         self._pool = pool
         self._workers = workers
         self._symbolic_cache: dict[str, tuple[str, str]] = {}
@@ -325,12 +376,13 @@ class ConvergenceGate:
         return self.symbolic == "always" or finding.status == "ambiguous"
 
     def evaluate(self, candidates: Sequence[Node]) -> list[Verdict]:
-        numeric = [numeric_check(self.space, node) for node in candidates]
+        numeric = [numeric_check(self.space, node, self.whole_gradient) for node in candidates]
         self.stats["numeric"] += len(candidates)
         todo = sorted({str(node) for node, f in zip(candidates, numeric)
                        if self._needs_symbolic(f) and str(node) not in self._symbolic_cache})
         if todo:
-            outcomes = self.pool.map(_symbolic_task, [(self.space, e) for e in todo], timeout=self.timeout)
+            outcomes = self.pool.map(_symbolic_task, [(self.space, e, self.whole_gradient) for e in todo],
+                                     timeout=self.timeout)
             self.stats["symbolic"] += len(todo)
             for expression, outcome in zip(todo, outcomes):
                 if outcome.ok:
@@ -356,9 +408,10 @@ class ConvergenceGate:
         return Verdict(self.name, True, note, {"decided_by": "numeric"})
 
 
-def check_one(space: SearchSpace, node: Node, symbolic: str = "always", timeout: float = 20.0) -> Verdict:
+def check_one(space: SearchSpace, node: Node, symbolic: str = "always", timeout: float = 20.0,
+              whole_gradient: bool = False) -> Verdict:
     """CPV for a single tree (the CLI's ``check``); sympy by default."""
-    gate = ConvergenceGate(space, symbolic=symbolic, timeout=timeout, workers=1)
+    gate = ConvergenceGate(space, symbolic=symbolic, timeout=timeout, workers=1, whole_gradient=whole_gradient)
     try:
         return gate.evaluate([node])[0]
     finally:

@@ -2,7 +2,8 @@
 
 The paper reports that this check alone speeds the search up tenfold; it costs one forward and one
 backward pass on a few dozen rows, edge values included (IoU 0 and 1, logits of +-50, disjoint,
-perfect and tiny boxes).
+perfect and tiny boxes). It runs in float32, the dtype training runs in (``probe.PROBE_DTYPE``):
+a loss that overflows only there would pass a float64 probe and then diverge in training.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from autoloss.engine.protocols import Verdict
 from autoloss.loss.expression import Node
-from autoloss.loss.probe import probe
+from autoloss.loss.probe import PROBE_DTYPE, probe
 from autoloss.loss.samples import probe_batch
 from autoloss.loss.space import SearchSpace
 
@@ -42,7 +43,7 @@ class ValidityGate:
         self.space = space
 
     def _inputs(self) -> dict[str, np.ndarray]:
-        return {name: t.numpy() for name, t in probe_batch(self.space).items()}
+        return {name: t.numpy() for name, t in probe_batch(self.space, PROBE_DTYPE).items()}
 
     def check(self, node: Node) -> Verdict:
         result = probe(self.space, node)

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from autoloss.errors import UserError
-from autoloss.export.module import HEADS, ExportedLoss
+from autoloss.detection.export.module import HEADS, ExportedLoss
 
-TWO_STAGE, ONE_STAGE = "two_stage", "one_stage"  # as autoloss.mmdet.detectors names them
+TWO_STAGE, ONE_STAGE = "two_stage", "one_stage"  # as autoloss.detection.mmdet.detectors names them
 KIND_OF_MODE = {"softmax": TWO_STAGE, "sigmoid": ONE_STAGE}
 STOCK_HEADS = {"IoUAwareShared2FCBBoxHead": "Shared2FCBBoxHead", "IoUAwareFCOSHead": "FCOSHead"}
 
@@ -39,9 +39,9 @@ class Placement:
 
 def detector_placement(detector: str) -> Placement:
     """The placement for a bundled detector name or an MMDetection config path (reads the config)."""
-    from mmengine.config import Config
+    from mmengine.config import Config  # heavy: mmengine, mmdet (only a known detector needs them)
 
-    from autoloss.mmdet.detectors import detector_config_path, detector_kind, searched_head
+    from autoloss.detection.mmdet.detectors import detector_config_path, detector_kind, searched_head
 
     path = detector_config_path(detector)
     try:

@@ -6,7 +6,7 @@ Importing this module registers two heads in ``mmdet.registry.MODELS``:
 * ``IoUAwareFCOSHead`` (one-stage head, drop-in for ``FCOSHead``).
 
 When the head's ``loss_cls`` accepts an ``iou`` keyword (a parameter named ``iou`` in the signature
-of its ``forward``, as :class:`autoloss.mmdet.losses.SearchedSoftmaxClsLoss` and
+of its ``forward``, as :class:`autoloss.detection.mmdet.losses.SearchedSoftmaxClsLoss` and
 ``SearchedSigmoidClsLoss`` have), the head computes, for every positive sample, the IoU (aligned
 ``bbox_overlaps``, detached, in [0, 1]) between its decoded predicted box and its ground-truth box,
 and passes ``iou=`` (one value per sample) to ``loss_cls``. With a loss without that keyword

@@ -11,7 +11,7 @@ Each takes ``expression`` (a prefix expression or a named ready loss of the spac
 and compiled once at construction; a bad one raises :class:`autoloss.errors.ExpressionError`.
 Forward signatures, weights, ``avg_factor`` and reductions follow MMDetection's conventions, and
 the optional ``iou`` keyword feeds the space's IoU input (detached): the bases of
-:mod:`autoloss.mmdet.loss_modules`, which exported losses share.
+:mod:`autoloss.detection.mmdet.loss_modules`, which exported losses share.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from autoloss.errors import ExpressionError
 from autoloss.loss.compile import compile_loss
 from autoloss.loss.expression import parse
 from autoloss.loss.space import SearchSpace, load_space
-from autoloss.mmdet.loss_modules import IoULossBase, SigmoidClsLossBase, SoftmaxClsLossBase
+from autoloss.detection.mmdet.loss_modules import IoULossBase, SigmoidClsLossBase, SoftmaxClsLossBase
 
-# the order in which the bases of autoloss.mmdet.loss_modules pass the inputs to loss_fn
+# the order in which the bases of autoloss.detection.mmdet.loss_modules pass the inputs to loss_fn
 INPUT_ROLES = {"softmax": ("logits", "target", "iou"), "sigmoid": ("logits", "target", "iou"),
                "regression": ("intersection", "union", "enclosing")}
 

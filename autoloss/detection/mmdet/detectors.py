@@ -4,9 +4,9 @@ The configs live in ``detectors/`` at the top of the repository and ship inside 
 ``autoloss/detectors`` (see pyproject.toml). They are MMDetection 3.x configs
 (``coco_detection.py`` holds the shared data, schedule and runtime; the others build on it by
 relative ``_base_``), with placeholder dataset paths and class counts that
-:func:`load_detector_config` fills in from a :class:`autoloss.data.coco.CocoSplits`.
+:func:`load_detector_config` fills in from a :class:`autoloss.detection.coco.CocoSplits`.
 
-Importing this module imports :mod:`autoloss.mmdet.losses`, so the ``Searched*`` loss modules are
+Importing this module imports :mod:`autoloss.detection.mmdet.losses`, so the ``Searched*`` loss modules are
 registered without any ``custom_imports`` in the config.
 """
 
@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
 from mmengine.config import Config, ConfigDict
 
-import autoloss.mmdet.heads  # noqa: F401  (registers the IoUAware* heads in mmdet's MODELS)
-import autoloss.mmdet.losses  # noqa: F401  (registers the Searched* losses in mmdet's MODELS)
-from autoloss.data.coco import CocoSplits
+import autoloss.detection.mmdet.heads  # noqa: F401  (registers the IoUAware* heads in mmdet's MODELS)
+import autoloss.detection.mmdet.losses  # noqa: F401  (registers the Searched* losses in mmdet's MODELS)
+from autoloss.detection.coco import CocoSplits, find_coco_splits, require_min_side
 from autoloss.errors import UserError
 
 BUNDLED = {
@@ -33,7 +35,7 @@ BUNDLED = {
 
 TWO_STAGE, ONE_STAGE = "two_stage", "one_stage"
 
-# stock head type -> its IoU-aware version (autoloss.mmdet.heads), for load_detector_config(iou_aware_heads=True)
+# stock head type -> its IoU-aware version (autoloss.detection.mmdet.heads), for load_detector_config(iou_aware_heads=True)
 IOU_AWARE_HEADS = {
     "Shared2FCBBoxHead": "IoUAwareShared2FCBBoxHead",
     "FCOSHead": "IoUAwareFCOSHead",
@@ -47,7 +49,7 @@ def _bundled_dirs() -> list[Path]:
         dirs.append(Path(str(resources.files("autoloss"))) / "detectors")
     except (ModuleNotFoundError, TypeError):  # pragma: no cover - autoloss is importable here
         pass
-    dirs.append(Path(__file__).resolve().parents[2] / "detectors")
+    dirs.append(Path(__file__).resolve().parents[3] / "detectors")
     return dirs
 
 
@@ -230,8 +232,6 @@ def open_detector(name_or_path, data_dir, out_dir) -> DetectorOnData:
     """Find the detector config, check the COCO dataset in ``data_dir`` (a val split carved out of
     train goes below ``out_dir`` when needed) and fill the config in for it; a :class:`UserError`
     for each problem."""
-    from autoloss.data.coco import find_coco_splits, require_min_side
-
     path = detector_config_path(name_or_path)
     detector = name_or_path if name_or_path in BUNDLED else str(path.resolve())
     out = Path(out_dir)
@@ -257,9 +257,6 @@ def use_iou_aware_heads(head) -> None:
 
 def build_detector(cfg):
     """Build ``cfg.model`` with mmdet's registry (all mmdet modules and the Searched* losses registered)."""
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-
     register_all_modules()
     model_cfg = cfg.model if hasattr(cfg, "model") else cfg["model"]
     return MODELS.build(copy.deepcopy(model_cfg))

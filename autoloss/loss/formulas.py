@@ -7,6 +7,8 @@ The run's search space is loaded from its stored config; a space that cannot be 
 from __future__ import annotations
 
 from autoloss.errors import UserError
+from autoloss.loss.genotype import LossGenotype
+from autoloss.loss.space import load_space
 
 
 class Formulas:
@@ -17,9 +19,6 @@ class Formulas:
         names = [config.get("space"), (config.get("task") or {}).get("space")]
         for name in [n for n in names if n]:
             try:
-                from autoloss.loss.genotype import LossGenotype
-                from autoloss.loss.space import load_space
-
                 self.space = load_space(name)
                 self.genotype = LossGenotype(self.space)
                 self.problem = None

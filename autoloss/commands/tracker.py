@@ -2,7 +2,7 @@
 
 Everything a user can get wrong (options, the data folders, the boxes, the frames, the backbone
 checkpoint, genotype strings) is checked here before anything is trained, each problem one
-:class:`~autoloss.errors.UserError` line (exit 2).
+:class:`~autoloss.errors.UserError` line (exit 2). The tables are :mod:`autoloss.tracking.evaluate`'s.
 """
 
 from __future__ import annotations
@@ -10,19 +10,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoloss.cell.genotype import format_genotype, parse_genotype
+from autoloss.cell.random_cell import random_cell
+from autoloss.engine.executors import Job, make_executor, visible_gpus
+from autoloss.engine.runs import open_run
+from autoloss.engine.store import BASELINE_GENERATION
 from autoloss.errors import UserError
-from autoloss.tracking.problem import (BASELINE_FILE, ROLES, StageSettings, apply_options, check_data, resolve_splits,
-                                       tracker, tracking_problem)
+from autoloss.files import writable_dir
+from autoloss.tracking.evaluate import evaluate_markdown, result_table, reusable_demo_data
+from autoloss.tracking.problem import (BASELINE_FILE, ROLES, StageSettings, apply_options, check_data, evaluate,
+                                       resolve_splits, tracker, tracking_problem)
 
 LOSS_OPTIONS = ("branch", "space", "proxy_iters", "mos_iters", "batch_size", "steps", "iou")
 SPACE_NAME = "DARTS cell: 4 nodes of 2 edges, 8 operations"
 MAX_CPU_WORKERS = 8
+DEFAULT_DEMO_RUN = "runs/demo-dimp_small-cse-seed0"
 
 
 @dataclass
@@ -60,7 +66,7 @@ def check_search_args(args) -> None:
 
 def check_checkpoint(settings, path: str) -> str:
     """The checkpoint's resolved path, once a backbone of the settings' depth has loaded it (or one line)."""
-    from autoloss.tracking.backbone import TrackingBackbone, load_backbone_checkpoint
+    from autoloss.tracking.backbone import TrackingBackbone, load_backbone_checkpoint  # heavy: torch
 
     resolved = Path(path).expanduser().resolve()
     load_backbone_checkpoint(TrackingBackbone(settings.depth, settings.base_channels), resolved)
@@ -81,17 +87,17 @@ def prepare(args) -> Prepared:
     return Prepared(args.tracker, settings, stages, data_root, splits)
 
 
-prepare_search = prepare
-
-
-def _say(args, text: str) -> None:
-    if not getattr(args, "quiet", False):
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
         print(text, flush=True)
 
 
-def materialise(args, prepared: Prepared, out: Path, baseline_path: Path | None = None) -> tuple[Path, Path]:
+def materialise(prepared: Prepared, out: Path, quiet: bool = False,
+                baseline_path: Path | None = None) -> tuple[Path, Path]:
     """The data root (the demo's generated under OUT/data) and the trained (or re-used) baseline checkpoint."""
-    from autoloss.tracking.train import prepare_synthetic_data, train_baseline
+    import torch  # heavy: torch
+
+    from autoloss.tracking.train import prepare_synthetic_data, train_baseline  # heavy: torch
 
     settings = prepared.settings
     data_root = prepared.data_root
@@ -100,41 +106,37 @@ def materialise(args, prepared: Prepared, out: Path, baseline_path: Path | None 
         start = time.perf_counter()
         prepare_synthetic_data(settings, data_root)
         counts = check_data(data_root, prepared.splits)
-        _say(args, f"demo: synthetic GOT-10k-layout sequences in {data_root} ("
-                   + ", ".join(f"{counts[r]} {r}" for r in ROLES) + f", {settings.sequence_frames} frames of "
-                   f"{settings.frame_size} px; {time.perf_counter() - start:.0f} s)")
+        _say(quiet, f"demo: synthetic GOT-10k-layout sequences in {data_root} ("
+                    + ", ".join(f"{counts[r]} {r}" for r in ROLES) + f", {settings.sequence_frames} frames of "
+                    f"{settings.frame_size} px; {time.perf_counter() - start:.0f} s)")
     baseline = baseline_path or out / BASELINE_FILE
     start = time.perf_counter()
-    _say(args, f"baseline tracker {prepared.name} (hand-designed neck): ResNet-{settings.depth}, C = {settings.channels}, "
-               f"{settings.crop_size} px crops, {settings.baseline_steps} training steps (re-used from {baseline} "
-               "when it matches)")
-    import torch
-
+    _say(quiet, f"baseline tracker {prepared.name} (hand-designed neck): ResNet-{settings.depth}, C = {settings.channels}, "
+                f"{settings.crop_size} px crops, {settings.baseline_steps} training steps (re-used from {baseline} "
+                "when it matches)")
     on_device = dataclasses.replace(settings, device="cuda" if torch.cuda.is_available() else "cpu")
-    train_baseline(on_device, data_root, baseline, log=None if getattr(args, "quiet", False) else
-                   (lambda line: print("  " + line, flush=True)), split=prepared.splits["weights"])
-    _say(args, f"baseline tracker ready in {time.perf_counter() - start:.0f} s: {baseline}")
+    train_baseline(on_device, data_root, baseline, log=None if quiet else (lambda line: print("  " + line, flush=True)),
+                   split=prepared.splits["weights"])
+    _say(quiet, f"baseline tracker ready in {time.perf_counter() - start:.0f} s: {baseline}")
     return data_root, baseline
 
 
-def default_workers(args) -> None:
-    """One worker per GPU (the executor's default), else one per core (each runs one torch thread)."""
-    from autoloss.engine.executors import visible_gpus
+def default_workers(workers: int | None) -> int | None:
+    """``workers`` if given; else one per core without GPUs (each runs one torch thread), None (one per GPU) with."""
+    if workers is None and not visible_gpus():
+        return max(1, min(os.cpu_count() or 1, MAX_CPU_WORKERS))
+    return workers
 
-    if args.workers is None and not visible_gpus():
-        args.workers = max(1, min(os.cpu_count() or 1, MAX_CPU_WORKERS))
 
-
-def search_problem(args, prepared: Prepared, out: Path):
-    """The engine problem of a tracker search into ``out`` (the baseline trained there first)."""
-    data_root, baseline = materialise(args, prepared, out)
+def search_problem(prepared: Prepared, out: Path, workers: int | None, quiet: bool = False):
+    """The engine problem of a tracker search into ``out`` (the baseline trained there first), and its extra config."""
+    data_root, baseline = materialise(prepared, out, quiet)
     problem = tracking_problem(prepared.name, prepared.settings, data_root, baseline, prepared.stages,
                                prepared.splits)
-    default_workers(args)
-    _say(args, f"searching the neck cell: MOS {prepared.stages.mos_steps} steps on {prepared.splits['verify']}/ and AO "
-               f"on its first {prepared.stages.mos_sequences} sequences; proxy {prepared.settings.steps} steps on "
-               f"{prepared.splits['weights']}/, AO on {prepared.splits['holdout']}/; {args.workers or 'one per GPU'} "
-               "worker(s)")
+    _say(quiet, f"searching the neck cell: MOS {prepared.stages.mos_steps} steps on {prepared.splits['verify']}/ and AO "
+                f"on its first {prepared.stages.mos_sequences} sequences; proxy {prepared.settings.steps} steps on "
+                f"{prepared.splits['weights']}/, AO on {prepared.splits['holdout']}/; {workers or 'one per GPU'} "
+                "worker(s)")
     return problem, {"tracker": prepared.name, "space": SPACE_NAME}
 
 
@@ -150,13 +152,8 @@ def evaluated_counts(store, stages) -> str:
 
 # --------------------------------------------------------------------------------------- evaluate
 
-DEFAULT_DEMO_RUN = "runs/demo-dimp_small-cse-seed0"
-
 
 def _cells_from_run(run_dir: str, top: int) -> list[tuple[str, str]]:
-    from autoloss.engine.runs import open_run
-    from autoloss.engine.store import BASELINE_GENERATION
-
     record = open_run(run_dir)
     if record.kind != "cell":
         raise UserError(f"{run_dir} is a run of kind '{record.kind}', not a cell search (--tracker)")
@@ -167,23 +164,8 @@ def _cells_from_run(run_dir: str, top: int) -> list[tuple[str, str]]:
             for rank, (row, verdict) in enumerate(best[:top], 1)]
 
 
-def random_cell(seed: int = 0) -> str:
-    """A random cell that passes the structure gate (seeded: the same one every time)."""
-    from autoloss.cell.breeding import random_genotype
-    from autoloss.cell.gates import StructureGate
-    from autoloss.cell.genotype import format_genotype
-
-    rng = random.Random(seed)
-    while True:
-        cell = random_genotype(rng)
-        if StructureGate().evaluate([cell])[0].passed:
-            return format_genotype(cell)
-
-
 def evaluate_variants(args) -> list[tuple[str, str]]:
     """(row name, neck spec): the hand neck, a random cell, then the found or given cells (parsed)."""
-    from autoloss.cell.genotype import format_genotype, parse_genotype
-
     given = []
     for index, text in enumerate(args.cell or [], 1):
         given.append((f"cell {index}", format_genotype(parse_genotype(text))))
@@ -199,31 +181,7 @@ def evaluate_variants(args) -> list[tuple[str, str]]:
     return [("hand neck (baseline)", "hand"), ("random cell", random_cell(args.seed))] + given
 
 
-def _run_demo_data(run: str | None, settings) -> tuple[Path, Path] | None:
-    """A demo search run's data and baseline, when they match these settings (so evaluate need not retrain)."""
-    from autoloss.tracking.train import baseline_matches
-
-    if run is None:
-        return None
-    try:
-        from autoloss.engine.runs import open_run
-
-        task = open_run(run).config.get("task") or {}
-    except UserError:
-        return None
-    data, baseline = task.get("data_root"), task.get("baseline")
-    if not data or not baseline or task.get("settings") != settings.to_dict():
-        return None
-    if (Path(data) / "weights" / "list.txt").is_file() and baseline_matches(settings, data, baseline):
-        return Path(data), Path(baseline)
-    return None
-
-
 def run_evaluate(args) -> int:
-    from autoloss.commands.options import writable_dir
-    from autoloss.engine.executors import Job, make_executor
-    from autoloss.tracking.problem import evaluate
-
     if args.detector:
         raise UserError("choose one of --detector and --tracker")
     for option in ("loss_cls", "loss_reg", "space_cls", "iters", "batch_size"):
@@ -234,21 +192,22 @@ def run_evaluate(args) -> int:
     prepared = prepare(args)
     out = writable_dir(Path(args.out or f"runs/evaluate-{'demo-' if args.demo else ''}{args.tracker}"),
                        "output directory")
-    reuse = _run_demo_data(args.run or (DEFAULT_DEMO_RUN if args.demo else None), prepared.settings) \
+    reuse = reusable_demo_data(args.run or (DEFAULT_DEMO_RUN if args.demo else None), prepared.settings) \
         if args.demo else None
     if reuse is not None:
         data_root, baseline = reuse
-        _say(args, f"re-using the demo search's data {data_root} and baseline tracker {baseline}")
+        _say(args.quiet, f"re-using the demo search's data {data_root} and baseline tracker {baseline}")
     else:
-        data_root, baseline = materialise(args, prepared, out)
+        data_root, baseline = materialise(prepared, out, args.quiet)
     problem = tracking_problem(prepared.name, prepared.settings, data_root, baseline, prepared.stages, prepared.splits)
     seeds = list(range(args.seeds))
-    default_workers(args)
+    workers = default_workers(args.workers)
     jobs = [(name, spec, seed) for name, spec in variants for seed in seeds]
-    _say(args, f"evaluate: {len(variants)} necks x {len(seeds)} seed(s), each trained {prepared.settings.steps} steps "
-               f"on {prepared.splits['weights']}/ and tracked on {prepared.splits['test']}/; {args.workers} worker(s)")
+    _say(args.quiet, f"evaluate: {len(variants)} necks x {len(seeds)} seed(s), each trained {prepared.settings.steps} "
+                     f"steps on {prepared.splits['weights']}/ and tracked on {prepared.splits['test']}/; {workers} "
+                     "worker(s)")
     results: dict[tuple[str, int], dict] = {}
-    executor = make_executor(args.executor, workers=args.workers, address=args.address, start_method="spawn")
+    executor = make_executor(args.executor, workers=workers, address=args.address, start_method="spawn")
     try:
         stream = executor.stream((Job(evaluate, problem.task, spec, "test", seed) for _, spec, seed in jobs),
                                  args.timeout or problem.timeouts["test"])
@@ -256,14 +215,14 @@ def run_evaluate(args) -> int:
             name, spec, seed = jobs[index]
             if outcome.ok:
                 results[(name, seed)] = outcome.value
-                _say(args, f"  {name} seed {seed}: AO {outcome.value['ao']:.3f} ({outcome.seconds:.0f} s)")
+                _say(args.quiet, f"  {name} seed {seed}: AO {outcome.value['ao']:.3f} ({outcome.seconds:.0f} s)")
             else:
                 results[(name, seed)] = {"error": outcome.error or outcome.status}
-                _say(args, f"  {name} seed {seed}: failed: {outcome.error or outcome.status}")
+                _say(args.quiet, f"  {name} seed {seed}: failed: {outcome.error or outcome.status}")
     finally:
         executor.close()
     table = result_table(variants, seeds, results)
-    text = evaluate_markdown(prepared, variants, seeds, table, data_root)
+    text = evaluate_markdown(prepared.name, prepared.settings, prepared.splits, variants, seeds, table, data_root)
     (out / "evaluate.md").write_text(text, encoding="utf-8")
     (out / "evaluate.json").write_text(json.dumps(
         {"tracker": prepared.name, "seeds": seeds, "variants": [{"name": n, "neck": s} for n, s in variants],
@@ -273,34 +232,3 @@ def run_evaluate(args) -> int:
     ok = sum(1 for r in results.values() if "error" not in r)
     print(f"\n{ok}/{len(jobs)} runs finished; table written to {out / 'evaluate.md'}")
     return 0
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
-def result_table(variants, seeds, results) -> list[str]:
-    """The Markdown table: AO, SR0.5, SR0.75 as mean ± standard deviation over the seeds."""
-    lines = ["| neck | AO | SR0.5 | SR0.75 | seeds ok |", "| --- | ---: | ---: | ---: | ---: |"]
-    for name, _ in variants:
-        ok = [results[(name, s)] for s in seeds if (name, s) in results and "error" not in results[(name, s)]]
-        cells = [_mean_std([r[key] for r in ok]) for key in ("ao", "sr50", "sr75")]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(ok)}/{len(seeds)} |")
-    return lines
-
-
-def evaluate_markdown(prepared: Prepared, variants, seeds, table, data_root) -> str:
-    s = prepared.settings
-    lines = [f"# Tracker evaluation: {prepared.name}", "",
-             f"Each neck replaces the hand-designed one in the baseline tracker (ResNet-{s.depth} backbone and size head "
-             f"frozen, as in the search); adapters, neck and classifier are trained {s.steps} steps of batch {s.batch} "
-             f"(Adam, lr {s.lr}) on `{prepared.splits['weights']}/` with seeds {', '.join(map(str, seeds))}, then "
-             f"tracked one pass (OPE) over `{prepared.splits['test']}/` of `{data_root}`. GOT-10k metrics: AO, "
-             "SR0.5, SR0.75, mean ± standard deviation over the seeds.", "", *table, "", "## Necks", ""]
-    for name, spec in variants:
-        lines += [f"- **{name}**: `{spec}`"]
-    return "\n".join(lines) + "\n"

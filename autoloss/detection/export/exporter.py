@@ -2,8 +2,8 @@
 
 :func:`export_run` takes the best proxy-evaluated losses of a search run, :func:`export_expression`
 one expression (or ready loss name) of a search space; both name the losses, write the module
-(:mod:`autoloss.export.module`) and, beside it, ``<module>_config.py``
-(:mod:`autoloss.export.snippet`), and return an :class:`Export` saying what they wrote.
+(:mod:`autoloss.detection.export.module`) and, beside it, ``<module>_config.py``
+(:mod:`autoloss.detection.export.snippet`), and return an :class:`Export` saying what they wrote.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from autoloss.engine.runs import beating_baseline
 from autoloss.errors import UserError
-from autoloss.export.module import ExportedLoss, module_source
-from autoloss.export.run import RunLosses, Scored, read_run
-from autoloss.export.snippet import Placement, config_snippet, default_placement, detector_placement
+from autoloss.detection.export.module import ExportedLoss, module_source
+from autoloss.detection.export.run import RunLosses, Scored, read_run
+from autoloss.detection.export.snippet import Placement, config_snippet, default_placement, detector_placement
 from autoloss.loss.expression import parse, to_infix
 from autoloss.loss.space import SearchSpace, load_space
 
@@ -229,7 +229,7 @@ def export_expression(expression: str, space: str | SearchSpace = "cls_softmax",
 
 
 def _bundled(detector: str) -> bool:
-    from autoloss.mmdet.detectors import BUNDLED
+    from autoloss.detection.mmdet.detectors import BUNDLED  # heavy: mmengine, mmdet
 
     return detector in BUNDLED
 

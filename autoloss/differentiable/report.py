@@ -19,7 +19,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-DERIVED = "derived"
+from autoloss.cell.genotype import PRIMITIVES
+from autoloss.differentiable.scheduler import DERIVED
+from autoloss.differentiable.strategies import is_differentiable
+from autoloss.engine.progress import fmt_number
+
 FIGURES = {"holdout_losses": "holdout_losses.png", "skip_connections": "skip_connections.png",
            "eigenvalue": "eigenvalue.png", "alpha_final": "alpha_final.png"}
 DPI = 120
@@ -44,8 +48,6 @@ def _number(value) -> float | None:
 
 def is_differentiable_run(record) -> bool:
     """A run of one of the differentiable strategies (by its stored strategy, or its derived verdicts)."""
-    from autoloss.strategies.darts import is_differentiable
-
     return is_differentiable(record.config.get("strategy")) or bool(record.verdicts(gate=DERIVED))
 
 
@@ -61,7 +63,7 @@ def epochs(record) -> dict[int, list[Epoch]]:
 
 
 def _figure(width: float, height: float, rows: int = 1, cols: int = 1):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: matplotlib
 
     figure = Figure(figsize=(width, height), dpi=DPI)
     axes = figure.subplots(rows, cols, squeeze=False)
@@ -75,7 +77,7 @@ def _save(figure, path: Path) -> Path:
 
 
 def _epoch_axis(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # heavy: matplotlib
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
@@ -159,8 +161,7 @@ def eigenvalue(by_seed: dict[int, list[Epoch]], path: Path) -> Path:
 
 
 def alpha_final(by_seed: dict[int, list[Epoch]], path: Path) -> Path:
-    from autoloss.cell.operations import PRIMITIVES
-    from autoloss.differentiable.derive import edge_inputs
+    from autoloss.differentiable.derive import edge_inputs  # heavy: torch (the report imports this module)
 
     seeds = [seed for seed, items in by_seed.items() if items and isinstance(items[-1].metrics.get("weights"), list)]
     figure, axes = _figure(3.2 * max(len(seeds), 1) + 1.5, 5, 1, max(len(seeds), 1))
@@ -194,11 +195,6 @@ def draw(record, out: Path) -> dict[str, Path]:
             "alpha_final": alpha_final(by_seed, out / FIGURES["alpha_final"])}
 
 
-def _f(value) -> str:
-    number = _number(value)
-    return "-" if number is None else f"{number:.4f}"
-
-
 def markdown(record) -> str:
     """The report's section: the chosen epoch per seed, the winner, the per-epoch figures."""
     by_seed = epochs(record)
@@ -217,9 +213,9 @@ def markdown(record) -> str:
             best_seed, best_loss = seed, loss
         last = items[-1]
         rows.append(f"| seed {seed} | {len(items)} | {chosen.epoch + 1 if chosen else '-'} | "
-                    f"{_f(chosen.metrics.get('cell_holdout') if chosen else None)} | "
-                    f"{_f(chosen.metrics.get('supernet_holdout') if chosen else None)} | "
-                    f"{chosen.metrics.get('skips', '-') if chosen else '-'} | {_f(last.metrics.get('eigenvalue'))} | "
+                    f"{fmt_number(chosen.metrics.get('cell_holdout') if chosen else None)} | "
+                    f"{fmt_number(chosen.metrics.get('supernet_holdout') if chosen else None)} | "
+                    f"{chosen.metrics.get('skips', '-') if chosen else '-'} | {fmt_number(last.metrics.get('eigenvalue'))} | "
                     f"`{(chosen.genotype if chosen else '-')[:400]}` |")
     if rows:
         lines += ["| seed | epochs run | chosen epoch | cell hold-out | supernet hold-out | skips | last eigenvalue "

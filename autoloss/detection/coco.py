@@ -12,7 +12,7 @@ Accepted layouts of ``data_dir``::
     annotations/instances_train*.json   + train*/ image folder   (e.g. instances_train2017.json, train2017/)
     annotations/instances_val*.json     + val*/   image folder   (optional: see below)
 
-which is also the layout :func:`autoloss.data.synthetic.make_synthetic_coco` writes. When there is
+which is also the layout :func:`autoloss.detection.synthetic.make_synthetic_coco` writes. When there is
 only a training annotation file, a validation split is carved out of it with a fixed seed and
 written to ``<data_dir>/.autoloss/instances_{train,val}_carved.json`` (the user's files are never
 modified); if ``data_dir`` is read-only, the carved files go to ``<work_dir>/data_cache/<key>/``.
@@ -27,6 +27,8 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
 
 from autoloss.errors import UserError
 
@@ -180,8 +182,6 @@ def _counted(n: int, total: int, what: str) -> str:
 
 def image_problem(file: Path, width: int, height: int) -> str | None:
     """What is wrong with an image file declared ``width`` x ``height``, or None (reads the header only)."""
-    from PIL import Image, UnidentifiedImageError
-
     if not file.is_file():
         return "is missing" if not file.exists() else "is not a regular file"
     try:

@@ -1,8 +1,8 @@
 """MMDetection loss modules around a loss function ``loss_fn``: mmdet's conventions, written once.
 
 Arguments, inputs, weights, reductions and edge cases of the three kinds of searched loss live
-here: the Searched* losses of :mod:`autoloss.mmdet.losses` subclass these bases with a compiled
-expression as ``loss_fn``, and :mod:`autoloss.export.module` copies the definitions below, as they
+here: the Searched* losses of :mod:`autoloss.detection.mmdet.losses` subclass these bases with a compiled
+expression as ``loss_fn``, and :mod:`autoloss.detection.export.module` copies the definitions below, as they
 are written here, into every exported module that needs them (with a copy of
 :func:`autoloss.loss.samples.box_areas`), whose subclasses set a generated torch function as
 ``loss_fn``. So they use only torch and mmdet, and only subclasses are registered in mmdet's MODELS.

@@ -24,7 +24,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from autoloss.detection.coco import CocoSplits
+from autoloss.detection.task import finish_run_config, output_to, require_mmdetection, scores, train_and_test
+from autoloss.engine.executors import Job
 from autoloss.errors import UserError
+from autoloss.loss.genotype import LossGenotype
+from autoloss.loss.space import load_space
 
 METRICS = (("fitness", "AP"), ("mAP_50", "AP50"), ("mAP_75", "AP75"))
 
@@ -63,12 +68,8 @@ class Comparison:
                 seeds: int = 3, iters: int | None = None, batch_size: int | None = None,
                 name: str = "searched", space_cls: str | None = None, space_reg: str = "reg") -> "Comparison":
         """Check the inputs (one clear :class:`UserError` for each problem) and list the variants."""
-        from autoloss.tasks.detection import require_mmdetection
-
         require_mmdetection("loss evaluations")
-        from autoloss.loss.genotype import LossGenotype
-        from autoloss.loss.space import load_space
-        from autoloss.mmdet.detectors import TWO_STAGE, open_detector
+        from autoloss.detection.mmdet.detectors import TWO_STAGE, open_detector  # heavy: mmengine, mmdet
 
         if not (loss_cls or loss_reg):
             raise UserError("give the losses to evaluate: --loss-cls EXPR and/or --loss-reg EXPR")
@@ -132,9 +133,8 @@ class Comparison:
     # ------------------------------------------------------------------ one run (in a worker)
 
     def config(self, variant: Variant, seed: int, work_dir):
-        from autoloss.data.coco import CocoSplits
-        from autoloss.mmdet.detectors import TWO_STAGE, load_detector_config, searched_head
-        from autoloss.tasks.detection import finish_run_config
+        # heavy: mmengine, mmdet
+        from autoloss.detection.mmdet.detectors import TWO_STAGE, load_detector_config, searched_head
 
         splits = CocoSplits(self.train_ann, self.val_ann, self.train_img_dir, self.val_img_dir,
                             list(self.categories), 0, 0)
@@ -147,8 +147,7 @@ class Comparison:
 
     def train(self, name: str, seed: int) -> dict:
         """Train and test one variant with one seed; its log goes to ``OUT/work/<variant>-s<seed>/run.log``."""
-        import autoloss.mmdet.detectors  # noqa: F401  (registers the searched losses and heads)
-        from autoloss.tasks.detection import output_to, scores, train_and_test
+        import autoloss.detection.mmdet.detectors  # noqa: F401  (heavy: mmdet; registers the searched losses and heads)
 
         work_dir = Path(self.out_dir) / "work" / f"{_slug(name)}-s{seed}"
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -174,8 +173,6 @@ class Comparison:
 
     def run(self, executor, timeout: float, on_result=None) -> dict:
         """Run every (variant, seed) not yet in ``runs.jsonl``; ``{(variant, seed): record}``."""
-        from autoloss.engine.executors import Job
-
         log = self.claim_out_dir() / "runs.jsonl"
         done = load_runs(log)
         todo = [(v.name, s) for s in self.seeds for v in self.variants if (v.name, s) not in done]
@@ -221,9 +218,6 @@ class Comparison:
 
     def describe(self) -> list[str]:
         """The losses of each variant, for people."""
-        from autoloss.loss.genotype import LossGenotype
-        from autoloss.loss.space import load_space
-
         lines = []
         for variant in self.variants:
             parts = []

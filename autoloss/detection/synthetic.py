@@ -63,7 +63,7 @@ def make_synthetic_coco(
 
     out = Path(out_dir)
     params = {
-        "generator": "autoloss.data.synthetic",
+        "generator": "autoloss.detection.synthetic",
         "version": GENERATOR_VERSION,
         "num_train": int(num_train),
         "num_val": int(num_val),

@@ -2,7 +2,7 @@
 
 The function computes exactly what :func:`autoloss.loss.compile.compile_loss` computes: the same
 torch operations in the same places, the protected primitives of :mod:`autoloss.loss.primitives`
-(their source is copied, so EPS and EXP_MAX are the same), and the same three fusions
+(their source is copied, so EPS, LOG_EPS and EXP_MAX are the same), and the same three fusions
 (``Log(Softmax(a))`` -> ``log_softmax(a)``, ``Log(Sig(a))`` -> ``logsigmoid(a)``,
 ``Log(Sub(1, Sig(a)))`` / ``Log(Add(1, Neg(Sig(a))))`` -> ``logsigmoid(-a)``). For readability,
 ``Add``, ``Sub``, ``Mul`` and ``Neg`` are written as Python operators (a constant beside a tensor as
@@ -69,7 +69,7 @@ _CALL_WORDS = {"Exp": "exp", "Log": "log", "Abs": "abs", "Sqrt": "sqrt", "Softma
                "Div": "over", "Dot": "dot"}
 _CONST_WORDS = {"1": "one", "2": "two", "3": "three"}
 # names an exported module defines at the top level: parameters and temporaries must not shadow them
-RESERVED = {"torch", "F", "math", "nn", "Tensor", "MODELS", "EPS", "EXP_MAX", "weight_reduce_loss",
+RESERVED = {"torch", "F", "math", "nn", "Tensor", "MODELS", "EPS", "LOG_EPS", "EXP_MAX", "weight_reduce_loss",
             "per_sample", "per_element", "box_areas"} | {h.__name__ for h in HELPERS.values()}
 
 assert set(CALLS) | set(_INFIX) | {"Neg"} == set(OPERATORS), "every primitive needs a code form"

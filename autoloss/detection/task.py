@@ -30,10 +30,16 @@ import multiprocessing
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from autoloss.errors import UserError
+import torch
+
+from autoloss.detection.coco import CocoSplits, sample_verify_set
+from autoloss.engine import heartbeat
+from autoloss.errors import UserError, reject_unknown_fields
+from autoloss.loss.genotype import LossGenotype
+from autoloss.loss.space import load_space
 
 STAGES = ("mos", "proxy")
 BRANCHES = ("cls", "reg")
@@ -48,7 +54,7 @@ class Diverged(RuntimeError):
 class DetectionTask:
     """Everything a worker needs to train and score one candidate (plain data: it is stored and pickled)."""
 
-    detector: str  # a bundled name (autoloss.mmdet.detectors.BUNDLED) or an absolute config path
+    detector: str  # a bundled name (autoloss.detection.mmdet.detectors.BUNDLED) or an absolute config path
     branch: str  # "cls" or "reg": which loss the candidate replaces
     space: str  # search-space name or YAML path of the searched branch
     train_ann: str
@@ -81,9 +87,7 @@ class DetectionTask:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectionTask":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise UserError(f"detection task: unknown field(s) {', '.join(sorted(unknown))}")
+        reject_unknown_fields(cls, d, "detection")
         return cls(**d)
 
     # ------------------------------------------------------------------ configs
@@ -91,8 +95,6 @@ class DetectionTask:
     def losses(self, expression: str) -> tuple[dict | None, dict | None]:
         """``(cls_loss, reg_loss)`` config dicts: the candidate in the searched branch, None (the
         config's own loss) in the other."""
-        from autoloss.loss.space import load_space
-
         space = load_space(self.space)
         if space.mode not in SPACE_MODES[self.branch]:
             raise UserError(f"space '{space.name}' ({space.mode}) cannot search the {self.branch} branch")
@@ -103,8 +105,7 @@ class DetectionTask:
 
     def config(self, expression: str, stage: str, seed: int, work_dir):
         """The mmengine Config of one run (no validation loop, no checkpoints; test on the scored split)."""
-        from autoloss.data.coco import CocoSplits
-        from autoloss.mmdet.detectors import load_detector_config
+        from autoloss.detection.mmdet.detectors import load_detector_config  # heavy: mmengine, mmdet
 
         if stage not in STAGES:
             raise ValueError(f"unknown stage '{stage}': expected one of {', '.join(STAGES)}")
@@ -180,7 +181,7 @@ def finish_run_config(cfg, iters: int, seed: int, name: str):
 def train_and_test(cfg) -> tuple[dict, float]:
     """Train with ``cfg`` (see :func:`finish_run_config`) and test; ``(test metrics, last training
     loss)``. Raises :class:`Diverged` as soon as the training loss is NaN or infinite."""
-    from mmengine.runner import Runner
+    from mmengine.runner import Runner  # heavy: mmengine
 
     runner = Runner.from_cfg(cfg)
     watch = loss_watch()
@@ -212,9 +213,7 @@ def _metric(metrics: dict, key: str) -> float:
 def loss_watch():
     """An mmengine hook that stops training as soon as the loss is NaN or infinite (``.last``: the
     latest loss)."""
-    from mmengine.hooks import Hook
-
-    from autoloss.engine import heartbeat
+    from mmengine.hooks import Hook  # heavy: mmengine
 
     class LossWatch(Hook):
         def __init__(self):
@@ -235,7 +234,7 @@ def loss_watch():
 
 def _release(runner) -> None:
     """Close the run's log file and forget its mmengine singletons (a worker runs many candidates)."""
-    from mmengine.logging import MMLogger, MessageHub
+    from mmengine.logging import MMLogger, MessageHub  # heavy: mmengine
     from mmengine.visualization import Visualizer
 
     name = runner.experiment_name
@@ -253,8 +252,6 @@ def _short_hash(text: str) -> str:
 
 def set_threads(threads: int) -> int:
     """Set torch's intra-op threads when ``threads`` > 0; return the previous number."""
-    import torch
-
     before = torch.get_num_threads()
     if threads and threads > 0:
         torch.set_num_threads(int(threads))
@@ -286,14 +283,14 @@ def output_to(path: Path):
 
 def evaluate(task: dict, expression: str, stage: str, seed: int) -> dict:
     """Picklable entry point for worker processes: ``DetectionTask.from_dict(task).evaluate(...)``."""
-    import autoloss.mmdet.detectors  # noqa: F401  (registers the searched losses and heads in this process)
+    import autoloss.detection.mmdet.detectors  # noqa: F401  (heavy: mmdet; registers the searched losses and heads)
 
     return DetectionTask.from_dict(task).evaluate(expression, stage, seed)
 
 
 def require_mmdetection(purpose: str) -> None:
     """A :class:`UserError` saying how to install it when MMDetection is missing."""
-    try:
+    try:  # optional: the detection extra
         import mmdet  # noqa: F401
         import mmengine  # noqa: F401
     except ImportError as exc:
@@ -315,9 +312,8 @@ def prepare_task(detector: str, branch: str, data_dir, run_dir, space: str | Non
     Returns the task and a summary dict for people (dataset sizes, D_verify, the space, notes).
     """
     require_mmdetection("detector searches")
-    from autoloss.data.coco import sample_verify_set
-    from autoloss.loss.space import load_space
-    from autoloss.mmdet.detectors import IOU_AWARE_HEADS, TWO_STAGE, build_detector, open_detector
+    # heavy: mmengine, mmdet (registers the searched losses and heads)
+    from autoloss.detection.mmdet.detectors import IOU_AWARE_HEADS, TWO_STAGE, build_detector, open_detector
 
     if branch not in BRANCHES:
         raise UserError(f"branch must be one of {', '.join(BRANCHES)}, got {branch!r}")
@@ -357,9 +353,6 @@ def prepare_task(detector: str, branch: str, data_dir, run_dir, space: str | Non
                          str((run_dir / "work").resolve()), proxy_iters=int(proxy_iters),
                          mos_iters=int(mos_iters), batch_size=batch_size)
     if check_build:
-        import autoloss.mmdet.detectors  # noqa: F401
-        from autoloss.loss.genotype import LossGenotype
-
         initial = str(LossGenotype(loaded).initial())
         try:
             cfg = task.config(initial, "proxy", seed, run_dir / "work")

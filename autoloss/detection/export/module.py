@@ -2,12 +2,12 @@
 
 One module holds one or several losses. It carries everything it runs: the primitives its
 functions call (copied from :mod:`autoloss.loss.primitives`), the loss module base classes of
-:mod:`autoloss.mmdet.loss_modules` it needs, and, with a classification loss, the
-IoU-aware heads of :mod:`autoloss.mmdet.heads`. It imports only torch, mmdet and mmengine.
+:mod:`autoloss.detection.mmdet.loss_modules` it needs, and, with a classification loss, the
+IoU-aware heads of :mod:`autoloss.detection.mmdet.heads`. It imports only torch, mmdet and mmengine.
 
 Registration: every loss class goes into mmdet's MODELS with ``force=True`` (importing two exported
 modules, or one twice, never raises). The heads go into mmengine's root MODELS registry, the parent
-of mmdet's, where a config of any downstream scope finds them by name; ``autoloss.mmdet.heads``
+of mmdet's, where a config of any downstream scope finds them by name; ``autoloss.detection.mmdet.heads``
 registers the same classes in mmdet's own registry, where they take precedence, so importing it
 before or after an exported module does not clash either.
 """
@@ -20,11 +20,11 @@ import textwrap
 from dataclasses import dataclass
 from importlib import resources
 
-from autoloss.export.codegen import HELPERS, RESERVED, LossCode, helper_source, loss_function
+from autoloss.detection.export.codegen import HELPERS, RESERVED, LossCode, helper_source, loss_function
 from autoloss.loss import samples
 from autoloss.loss.expression import Node
 from autoloss.loss.genotype import LossGenotype
-from autoloss.loss.primitives import EPS, EXP_MAX
+from autoloss.loss.primitives import EPS, EXP_MAX, LOG_EPS
 from autoloss.loss.space import SearchSpace
 
 BASES = {"softmax": "SoftmaxClsLossBase", "sigmoid": "SigmoidClsLossBase",
@@ -66,8 +66,8 @@ def module_source(losses: list[ExportedLoss], docstring: str) -> str:
     """The text of a module defining ``losses`` (see the module docstring), with ``docstring`` on top."""
     if not losses:
         raise ValueError("nothing to export")
-    bases = _definitions(_read("autoloss.mmdet", "loss_modules.py"))
-    heads_source = _read("autoloss.mmdet", "heads.py")
+    bases = _definitions(_read("autoloss.detection.mmdet", "loss_modules.py"))
+    heads_source = _read("autoloss.detection.mmdet", "heads.py")
     heads = _definitions(heads_source)
     _check_names(losses, set(bases) | set(heads))
     codes = [loss_function(loss.node, loss.space, loss.function_name) for loss in losses]
@@ -81,7 +81,8 @@ def module_source(losses: list[ExportedLoss], docstring: str) -> str:
     if "regression" in modes:
         base_code.append(inspect.getsource(samples.box_areas).rstrip())
 
-    constants = [f"EPS = {EPS!r}"] + ([f"EXP_MAX = {EXP_MAX!r}"] if "protected_exp" in helpers else [])
+    constants = ([f"EPS = {EPS!r}"] + ([f"LOG_EPS = {LOG_EPS!r}"] if "protected_log" in helpers else [])
+                 + ([f"EXP_MAX = {EXP_MAX!r}"] if "protected_exp" in helpers else []))
     header = "\n\n".join([
         _docstring(docstring, ""),
         _imports(helpers, with_heads, heads_source),
@@ -93,14 +94,14 @@ def module_source(losses: list[ExportedLoss], docstring: str) -> str:
         sections.append(_section("The primitives these losses use, as autoloss.loss.primitives defines them",
                                  [helper_source(h).rstrip() for h in helpers]))
     sections.append(_section("The searched losses, as torch functions", [c.source.rstrip() for c in codes]))
-    sections.append(_section("MMDetection loss modules around them, as autoloss.mmdet.loss_modules "
+    sections.append(_section("MMDetection loss modules around them, as autoloss.detection.mmdet.loss_modules "
                              "defines them for the Searched* losses too", base_code))
     sections.append("\n\n\n".join(_loss_class(loss, code) for loss, code in zip(losses, codes)))
     if with_heads:
         sections.append(_section(
-            "The IoU-aware heads of autoloss.mmdet.heads, which hand the IoU to the classification loss. "
+            "The IoU-aware heads of autoloss.detection.mmdet.heads, which hand the IoU to the classification loss. "
             "Registered in mmengine's root MODELS (mmdet's parent): mmdet configs find them by name, "
-            "and importing autoloss.mmdet.heads too does not clash.", _heads_code(heads)))
+            "and importing autoloss.detection.mmdet.heads too does not clash.", _heads_code(heads)))
     return "\n\n\n".join(s for s in sections if s).rstrip() + "\n"
 
 
@@ -204,7 +205,7 @@ def _heads_code(heads: dict[str, _Definition]) -> list[str]:
         if isinstance(node, ast.ClassDef) and node.decorator_list:
             decorators = [ast.unparse(d) for d in node.decorator_list]
             if decorators != ["MODELS.register_module()"]:
-                raise ValueError(f"autoloss/mmdet/heads.py: unexpected decorators on {name}: {decorators}")
+                raise ValueError(f"autoloss/detection/mmdet/heads.py: unexpected decorators on {name}: {decorators}")
             text = definition.text.splitlines()
             body = text[next(i for i, line in enumerate(text) if line.startswith("class ")):]
             parts.append("\n".join([f"@{HEAD_REGISTRY}.register_module(force=True)", *body]))

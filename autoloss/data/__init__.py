@@ -1,1 +1,0 @@
-"""Detection datasets: a synthetic COCO generator, and reading and validating a user's COCO directory."""

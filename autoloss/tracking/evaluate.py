@@ -1,0 +1,62 @@
+"""The tables of ``autoloss evaluate --tracker``: AO, SR0.5 and SR0.75 per neck over the seeds, and its Markdown.
+
+Also :func:`reusable_demo_data`: a demo search's data and baseline, when an evaluation can train on them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from autoloss.engine.runs import open_run
+from autoloss.errors import UserError
+
+
+def reusable_demo_data(run: str | None, settings) -> tuple[Path, Path] | None:
+    """A demo search run's data and baseline, when they match these settings (so evaluate need not retrain)."""
+    from autoloss.tracking.train import baseline_matches  # heavy: torch
+
+    if run is None:
+        return None
+    try:
+        task = open_run(run).config.get("task") or {}
+    except UserError:
+        return None
+    data, baseline = task.get("data_root"), task.get("baseline")
+    if not data or not baseline or task.get("settings") != settings.to_dict():
+        return None
+    if (Path(data) / "weights" / "list.txt").is_file() and baseline_matches(settings, data, baseline):
+        return Path(data), Path(baseline)
+    return None
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def result_table(variants, seeds, results) -> list[str]:
+    """The Markdown table: AO, SR0.5, SR0.75 as mean ± standard deviation over the seeds."""
+    lines = ["| neck | AO | SR0.5 | SR0.75 | seeds ok |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, _ in variants:
+        ok = [results[(name, s)] for s in seeds if (name, s) in results and "error" not in results[(name, s)]]
+        cells = [_mean_std([r[key] for r in ok]) for key in ("ao", "sr50", "sr75")]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(ok)}/{len(seeds)} |")
+    return lines
+
+
+def evaluate_markdown(name: str, settings, splits: dict, variants, seeds, table, data_root) -> str:
+    """evaluate.md: how tracker ``name`` (its TrackingSettings) trained and tracked each neck, the table, the necks."""
+    s = settings
+    lines = [f"# Tracker evaluation: {name}", "",
+             f"Each neck replaces the hand-designed one in the baseline tracker (ResNet-{s.depth} backbone and size head "
+             f"frozen, as in the search); adapters, neck and classifier are trained {s.steps} steps of batch {s.batch} "
+             f"(Adam, lr {s.lr}) on `{splits['weights']}/` with seeds {', '.join(map(str, seeds))}, then "
+             f"tracked one pass (OPE) over `{splits['test']}/` of `{data_root}`. GOT-10k metrics: AO, "
+             "SR0.5, SR0.75, mean ± standard deviation over the seeds.", "", *table, "", "## Necks", ""]
+    for neck, spec in variants:
+        lines += [f"- **{neck}**: `{spec}`"]
+    return "\n".join(lines) + "\n"
