@@ -4,7 +4,8 @@
   ``ms-darts`` (:mod:`autoloss.differentiable.strategies`);
 - representation kinds, each the hooks run readers (``autoloss report``, ``autoloss export``) need:
   ``loss`` (formulas from :mod:`autoloss.loss.formulas`; its runs export as MMDetection modules,
-  :mod:`autoloss.detection.export`) and ``cell`` (:mod:`autoloss.cell.kind`).
+  :mod:`autoloss.detection.export`) and ``cell`` (:mod:`autoloss.cell.kind`);
+- report sections: the differentiable strategies' per-epoch figures and table (:mod:`autoloss.differentiable.report`).
 
 Entry points that look plug-ins up (the CLI, :func:`autoloss.report.write_report`, scripts) import this module.
 """
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from autoloss.cell import kind as cell_kind
+from autoloss.differentiable import report as differentiable_report
 from autoloss.differentiable.strategies import STRATEGIES as DIFFERENTIABLE
-from autoloss.engine.registry import register_kind, register_strategy
+from autoloss.engine.registry import register_kind, register_report_section, register_strategy
 from autoloss.strategies.cse import CseStrategy
 from autoloss.strategies.random_search import RandomStrategy
 from autoloss.strategies.vanilla import VanillaStrategy
@@ -46,3 +48,4 @@ for _strategy in (CseStrategy, VanillaStrategy, RandomStrategy, *DIFFERENTIABLE)
     register_strategy(_strategy)
 register_kind("loss", loss_hooks)
 register_kind("cell", cell_hooks)
+register_report_section(differentiable_report.section)

@@ -3,6 +3,7 @@
 - only ``autoloss/commands/`` and ``autoloss/cli.py`` know argparse;
 - the strategies (evolutionary and differentiable) do not import the tracking domain;
 - the engine imports nothing from autoloss but ``errors`` and ``timelimit``;
+- the generic report imports no domain and no strategy: they add to it through registered hooks;
 - no import cycle between the top-level packages and modules of autoloss (module- and function-level imports).
 """
 
@@ -75,6 +76,14 @@ def test_the_engine_imports_only_errors_and_timelimit():
             if above:
                 offenders[path] = sorted(above)
     assert offenders == {}
+
+
+def test_the_generic_report_imports_no_domain_and_no_strategy():
+    domains = {"autoloss.cell", "autoloss.detection", "autoloss.differentiable", "autoloss.loss", "autoloss.tasks",
+               "autoloss.tracking", "autoloss.strategies", "autoloss.commands"}
+    offenders = {path: sorted(name for name in _imports(tree, path) if _top(name) in domains)
+                 for path, tree in _sources().items() if path.startswith("autoloss/report/")}
+    assert {path: names for path, names in offenders.items() if names} == {}
 
 
 def _graph() -> dict[str, set[str]]:

@@ -51,6 +51,13 @@ def is_differentiable_run(record) -> bool:
     return is_differentiable(record.config.get("strategy")) or bool(record.verdicts(gate=DERIVED))
 
 
+def section(record, out: Path):
+    """The report section of a differentiable run (figures, Markdown), or None for any other run."""
+    if not is_differentiable_run(record):
+        return None
+    return draw(record, out), markdown(record)
+
+
 def epochs(record) -> dict[int, list[Epoch]]:
     """seed -> its epochs in order."""
     found: dict[int, list[Epoch]] = {}

@@ -1,8 +1,9 @@
 """Strategies and representation kinds by name: the CLI and the run readers look them up here.
 
 A strategy registers its class (``name``, ``Options``); a representation kind registers a factory
-of its run reader hooks (report and export dispatch on the kind stored with a run). The engine
-knows no plug-in itself: :mod:`autoloss.plugins` registers the built-in ones.
+of its run reader hooks (report and export dispatch on the kind stored with a run); a report
+section (e.g. the differentiable strategies' per-epoch figures) registers the function that adds
+itself to a run's report when the run is one of its own. The engine knows no plug-in itself: :mod:`autoloss.plugins` registers the built-in ones.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from autoloss.errors import UserError
 
 _STRATEGIES: dict[str, type] = {}
 _KINDS: dict[str, Callable[[], Any]] = {}
+_REPORT_SECTIONS: list[Callable[..., Any]] = []
 
 
 def register_strategy(cls: type) -> type:
@@ -41,3 +43,13 @@ def kind(name: str) -> Any:
         raise UserError(f"this autoloss does not know runs of kind '{name}' "
                         f"(known: {', '.join(sorted(_KINDS)) or 'none registered'})")
     return _KINDS[name]()
+
+
+def register_report_section(section: Callable[..., Any]) -> None:
+    """``section(record, out_dir)`` -> ``(figures {name: path}, markdown)`` for runs it covers, else None."""
+    if section not in _REPORT_SECTIONS:
+        _REPORT_SECTIONS.append(section)
+
+
+def report_sections() -> list[Callable[..., Any]]:
+    return list(_REPORT_SECTIONS)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoloss import plugins  # noqa: F401  (registers the built-in representation kinds this reads)
-from autoloss.differentiable import report as differentiable
 from autoloss.engine import registry
 from autoloss.engine.runs import open_run
 from autoloss.files import writable_dir
@@ -52,9 +51,12 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, top: in
                 pictures[row.genotype] = name
                 written[f"{getattr(formulas, 'noun', 'candidate')}_{rank}"] = out / name
     text = render(run, formulas, pictures)
-    if differentiable.is_differentiable_run(record):  # darts, darts2, ms-darts: the per-epoch measures
-        written.update(differentiable.draw(record, out))
-        text = text.rstrip("\n") + "\n\n" + differentiable.markdown(record)
+    for section in registry.report_sections():  # e.g. darts, darts2, ms-darts: the per-epoch measures
+        added = section(record, out)
+        if added is not None:
+            figures_added, markdown = added
+            written.update(figures_added)
+            text = text.rstrip("\n") + "\n\n" + markdown
     report = out / "report.md"
     report.write_text(text, encoding="utf-8")
     return {"report": report, "figures": written, "notes": run.notes + ([formulas.problem] if formulas.problem else [])}

@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
+from typing import Any
 
-from autoloss.loss.formulas import Formulas
 from autoloss.report.run import EXPENSIVE, Evaluation, Run, duration
+
+# What a representation kind's reader hooks describe genotypes with (the loss package's Formulas, the
+# cell's describer): registry.kind(kind).describer(config); the report needs only its methods.
+Describer = Any
 
 STRATEGY_TITLES = {"cse": "CSE-Autoloss (cheap gates, then MOS, then the proxy)",
                    "vanilla": "vanilla evolution (validity only, every valid candidate to the proxy)",
@@ -65,7 +69,7 @@ def _candidate_name(evaluation: Evaluation) -> str:
 
 # ------------------------------------------------------------------------------------- sections
 
-def _what(run: Run, formulas: Formulas) -> list[str]:
+def _what(run: Run, formulas: Describer) -> list[str]:
     config, task, search = run.config, run.config.get("task") or {}, run.search
     space = formulas.space
     branch = task.get("branch") or (space.branch if space else None)
@@ -118,7 +122,7 @@ def _what(run: Run, formulas: Formulas) -> list[str]:
     return ["## What was searched", ""] + _table(["setting", "value"], rows, ["---", "---"]) + [""]
 
 
-def _baseline(run: Run, formulas: Formulas) -> list[str]:
+def _baseline(run: Run, formulas: Describer) -> list[str]:
     lines = ["## Baseline", ""]
     if run.baseline is None:
         return lines + ["No baseline in the store yet.", ""]
@@ -214,7 +218,7 @@ def _funnel(run: Run) -> list[str]:
     return lines + _table(header, rows, align) + ["", f"![Gate funnel per generation]({FIGURES['funnel']})", ""]
 
 
-def _fitness(run: Run, formulas: Formulas) -> list[str]:
+def _fitness(run: Run, formulas: Describer) -> list[str]:
     base = run.baseline_fitness
     thresholds = any(g.mos_threshold is not None for g in run.generations)
     lines = ["## Proxy fitness per generation", "",
@@ -249,7 +253,7 @@ def _over_time(run: Run) -> list[str]:
     return ["## Candidates over the search", "", text, "", f"![Candidates over the search]({FIGURES['time']})", ""]
 
 
-def _top(run: Run, formulas: Formulas, pictures: dict[str, str] | None = None) -> list[str]:
+def _top(run: Run, formulas: Describer, pictures: dict[str, str] | None = None) -> list[str]:
     base = run.baseline_fitness
     noun, plural = _noun(formulas)
     forms = _forms(formulas)
@@ -297,7 +301,7 @@ def _failures(run: Run) -> list[str]:
                           ["---", "---", "---:", "---", "---"]) + [""]
 
 
-def render(run: Run, formulas: Formulas, pictures: dict[str, str] | None = None) -> str:
+def render(run: Run, formulas: Describer, pictures: dict[str, str] | None = None) -> str:
     """The whole report.md (``pictures``: genotype -> the relative path of its drawing, shown with the top list)."""
     best = run.top[0] if run.top else None
     head = [f"# Search report: {run.run_dir.name or run.run_dir}", "",
