@@ -15,13 +15,28 @@ import sys
 from autoloss import plugins  # noqa: F401  (registers the built-in strategies and representation kinds)
 from autoloss.errors import UserError
 
-COMMANDS = ("check", "search", "evaluate", "report", "export")
+COMMANDS = ("check", "search", "evaluate", "report", "export", "doctor")
+
+
+MAX_MESSAGE = 1000  # characters of an error line; an echoed input beyond it is cut in the middle
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` on one line (whitespace runs become one space), at most ``limit`` characters: what an
+    error echoes of a huge input (a 7.9 MB genotype, a million-digit number) is cut in the middle, with
+    the count of characters left out, so that the line keeps its start and its end (the hint)."""
+    text = " ".join(message.split())
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 4
+    return f"{text[:head]} ...[{len(text) - head - tail} characters cut]... {text[-tail:]}"
 
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (and exit 2), like every other bad input."""
 
     def error(self, message: str):
+        message = one_line(message)
         self.exit(2, f"autoloss: error: {self.prog.removeprefix('autoloss ')}: {message} (see --help)\n"
                   if self.prog != "autoloss" else f"autoloss: error: {message} (see --help)\n")
 
@@ -50,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UserError as exc:
-        message = " ".join(str(exc).split())  # one line, whatever the message held
-        print(f"autoloss: error: {message}", file=sys.stderr)
+        print(f"autoloss: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # e.g. piped into head
         return 0
