@@ -1,8 +1,9 @@
 """The ``autoloss`` command line: the subcommands of :mod:`autoloss.commands`, wired together.
 
 Exit codes: 0 success, 1 a candidate was rejected by a gate (``check``) or a search could not compare
-anything (its baseline failed), 2 bad input (one clear line on stderr, never a traceback), 130 when
-interrupted, 143 when terminated.
+anything (its baseline failed, or every evaluation failed or diverged), 2 bad input (one clear line on
+stderr, never a traceback; an echoed input cut to :data:`MAX_MESSAGE` characters), 130 when interrupted,
+143 when terminated.
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ Each differentiable strategy runs once through ``autoloss search --tracker dimp_
 ``--seeds 3`` (each seed one worker); evolution runs ``--strategy cse --demo`` with
 ``--seed`` 0, 1 and 2. Measured from the stores: search wall-clock; the time of one search step (architecture
 + weight step) of second against first order (CHASE: 41 h / 18 h = 2.3x; target at most 2.3x); the
-dominant-eigenvalue trajectory per epoch (mean, last, slope: MS-DARTS claims lower and flatter than
-DARTS'); skip connections in the chosen cells; and AO / SR0.5 / SR0.75 on the test split of each chosen
-cell retrained (the proxy's ``test`` stage) against the hand-designed neck and a random cell.
+trajectory per epoch of the largest eigenvalue of the architecture loss's Hessian in alpha (exact, eval
+mode; mean, last, slope: MS-DARTS claims lower and flatter than DARTS'); the chosen epoch of each seed
+(never one of the warm-up's); skip connections in the chosen cells; and AO / SR0.5 / SR0.75 on the test
+split of each chosen cell retrained (the proxy's ``test`` stage) against the hand-designed neck and a
+random cell.
 ``--quick`` (default) takes about 25 minutes on 2 idle cores; its section (``cell-search``) of
 ``--markdown`` is replaced.
 """
@@ -176,6 +178,10 @@ def main() -> int:
     test = test_scores(task, necks, args.test_seeds, args.workers)
     retrain_seconds = time.perf_counter() - retrain_started
 
+    from autoloss.differentiable.schedule import warmup_epochs
+
+    stored = open_run(out / "darts").config["options"]
+    warmup = warmup_epochs(stored["epochs"], stored["warmup"])
     first, second = step_seconds(results["darts"]), step_seconds(results["darts2"])
     ratio = second / first if first and second else None
     hand = test["hand neck"]["ao"]
@@ -202,8 +208,11 @@ def main() -> int:
     lines += ["", f"Second- against first-order step time: {_f(ratio, 2)}x (target at most 2.3x); "
               f"{_f(separate_ratio, 2)}x with a separate weight gradient for the real step (`--no-share-gradient`: "
               "five forward-backward passes per iteration against four).", "",
-              "Eigenvalue per epoch (mean over seeds): " + "; ".join(
+              "Largest Hessian eigenvalue per epoch (mean over seeds): " + "; ".join(
                   f"{s}: {', '.join(_f(v) for v in eigen_trajectory(results[s])['per_epoch'])}" for s in DIFFERENTIABLE),
+              "", f"Chosen epoch per seed (1-based; warm-up: {warmup} epoch(s), never eligible): " + "; ".join(
+                  f"{s}: {[chosen[(s, seed)]['epoch'] + 1 for seed in range(3) if (s, seed) in chosen]}"
+                  for s in DIFFERENTIABLE),
               "", f"Each neck retrained on `weights/` and tracked on `test/` with {args.test_seeds} training seed(s) "
               f"({retrain_seconds:.0f} s); AO, SR0.5 and SR0.75 are means over those seeds.", "",
               "| neck (retrained) | test AO (± sd) | SR0.5 | SR0.75 | AO vs hand neck | AO per training seed |",

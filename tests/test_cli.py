@@ -8,12 +8,12 @@ import textwrap
 import pytest
 
 from autoloss.cli import build_parser, main
-from cli_helpers import assert_clean_error, autoloss
+from cli_helpers import assert_clean_error, autoloss, run_cli
 
 
 def test_check_cei_passes_and_prints_formula_and_verdicts():
     """check CEI: exit 0, prints expression, infix, latex, each gate's verdict and the ready-loss name."""
-    result = autoloss("check", "CEI")
+    result = run_cli("check", "CEI")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "expression: Neg(Dot(Mul(Y,W),Log(Softmax(X))))" in out
@@ -28,7 +28,7 @@ def test_check_cei_passes_and_prints_formula_and_verdicts():
 
 def test_check_rejected_loss_exits_1():
     """A loss the convergence gate rejects exits 1 and says why."""
-    result = autoloss("check", "Dot(Y,Log(Softmax(X)))")
+    result = run_cli("check", "Dot(Y,Log(Softmax(X)))")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "convergence:  REJECT" in result.stdout
     assert "increases with the positive score" in result.stdout
@@ -36,7 +36,7 @@ def test_check_rejected_loss_exits_1():
 
 def test_check_invalid_loss_exits_1_at_validity():
     """A NaN loss stops at the validity gate (exit 1) and is not sent to the convergence gate."""
-    result = autoloss("check", "Neg(Dot(Y,Sqrt(X)))", "--symbolic", "never")
+    result = run_cli("check", "Neg(Dot(Y,Sqrt(X)))", "--symbolic", "never")
     assert result.returncode == 1
     assert "validity:     REJECT  NaN loss" in result.stdout
     assert "convergence:" not in result.stdout
@@ -50,14 +50,28 @@ def test_check_python_payload_is_a_clean_error(tmp_path):
     assert not target.exists()
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["search", "--task", "noisy-digits", "--population", "6", "--top-k", "50", "--out", "{tmp}/out"],
+     ["--top-k", "--population (6)"]),
+    (["evaluate", "--detector", "fcos_small", "--loss-reg", "GIoU", "--out", "{tmp}/out"], ["--data DIR", "--demo"]),
+    (["report", "{tmp}/nowhere"], ["nowhere", "does not exist"]),
+])
+def test_bad_input_from_a_real_process(tmp_path, argv, words):
+    """One real ``python -m autoloss.cli`` process per subcommand (the other option tests run in-process):
+    exit 2, one line, no traceback. ``check`` has its own above, ``export`` in tests/test_export.py."""
+    result = autoloss(*[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert_clean_error(result, *words)
+    assert not (tmp_path / "out" / "run.sqlite").exists()
+
+
 def test_check_unknown_space_is_a_clean_error():
     """--space nope: exit 2 with one error line naming the space."""
-    assert_clean_error(autoloss("check", "CE", "--space", "nope"), "unknown search space 'nope'")
+    assert_clean_error(run_cli("check", "CE", "--space", "nope"), "unknown search space 'nope'")
 
 
 def test_check_giou_in_reg():
     """check GIoU --space reg: exit 0, regression formula printed."""
-    result = autoloss("check", "GIoU", "--space", "reg")
+    result = run_cli("check", "GIoU", "--space", "reg")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "space:      reg (regression)" in result.stdout
     assert "infix:      1 - (i / u - (e - u) / e)" in result.stdout
@@ -99,7 +113,7 @@ def test_check_user_space_file(tmp_path):
         losses:
           IoU: Sub(1,Div(I,U))
         """))
-    result = autoloss("check", "Add(1,Neg(Div(I,U)))", "--space", str(path), "--symbolic", "never")
+    result = run_cli("check", "Add(1,Neg(Div(I,U)))", "--space", str(path), "--symbolic", "never")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "space:      mine (regression)" in result.stdout
     assert "trains like the ready loss IoU" in result.stdout

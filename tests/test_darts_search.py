@@ -110,6 +110,7 @@ def runs(tmp_path_factory, data, workers):
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["darts", "darts2", "ms-darts"])
 def test_a_tiny_search_records_each_epochs_derived_cell_and_ranks_the_chosen_ones(runs, strategy):
     from autoloss.cell.genotype import parse_genotype
@@ -151,6 +152,7 @@ def test_a_tiny_search_records_each_epochs_derived_cell_and_ranks_the_chosen_one
     store.close()
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_a_seed_after_its_patience(tmp_path, data, workers):
     _, store = run_search(tmp_path / "stop", data, "darts", epochs=4, seeds=1, patience=1, eigenvalue=False,
                           pool=workers)
@@ -168,10 +170,29 @@ def test_early_stopping_ends_a_seed_after_its_patience(tmp_path, data, workers):
     store.close()
 
 
+def test_a_warmup_epoch_is_recorded_but_never_chosen(tmp_path, data, workers):
+    """Warm-up 0.5 of 2 epochs: epoch 0 trains the weights only (alpha is its initial noise); its cell
+    is recorded with its losses but cannot be the seed's choice, whatever its hold-out loss."""
+    _, store = run_search(tmp_path / "warm", data, "darts", epochs=2, seeds=1, warmup=0.5, eigenvalue=False,
+                          pool=workers)
+    verdicts = derived(store)
+    assert sorted(verdicts) == [(0, 0), (1, 0)]
+    warm, trained = verdicts[(0, 0)], verdicts[(1, 0)]
+    assert warm.metrics["warmup"] and warm.metrics["arch_steps"] == 0 and math.isfinite(warm.metrics["cell_holdout"])
+    assert not trained.metrics["warmup"] and trained.metrics["arch_steps"] == 2
+    assert not warm.passed and warm.reason.startswith("warm-up epoch (alpha not trained yet), not eligible")
+    assert trained.passed
+    proxied = {v.candidate_id for v in store.verdicts(gate="proxy")}
+    assert warm.candidate_id not in proxied or store.candidate(warm.candidate_id).genotype == \
+        store.candidate(trained.candidate_id).genotype
+    store.close()
+
+
 def _weights(store) -> dict:
     return {key: v.metrics["weights"] for key, v in derived(store).items()}
 
 
+@pytest.mark.slow
 def test_a_sigkilled_search_resumes_to_the_same_alphas(tmp_path, data, workers):
     command = [sys.executable, str(HERE), None, str(data), "--strategy", "darts2", "--epochs", "2", "--seeds", "2"]
     _, reference = run_search(tmp_path / "ref", data, "darts2", epochs=2, seeds=2, pool=workers)
@@ -204,6 +225,7 @@ def test_a_sigkilled_search_resumes_to_the_same_alphas(tmp_path, data, workers):
                [(c.generation, c.index, c.genotype) for c in b.candidates()]
 
 
+@pytest.mark.slow
 def test_the_report_of_a_differentiable_run_draws_the_per_epoch_figures(runs, tmp_path):
     from autoloss.report import write_report
 
@@ -243,6 +265,99 @@ def test_a_differentiable_strategy_runs_only_with_its_scheduler_on_a_problem_wit
             assert "\n" not in str(error.value) and store.candidates() == []
     finally:
         executor.close()
+
+
+
+# ------------------------------------------------------------------ failures that exited 0 (issue 21, points 8, 9)
+
+
+def test_a_diverging_seed_stops_as_diverged_and_no_cell_is_derived_from_nan(tmp_path, data, workers):
+    """Learning rates of 10 make alpha NaN in the first epoch: the seed stops there (status "diverged",
+    not retried), no candidate or derived verdict is stored from the NaN alphas, and the scheduler says
+    why nothing was chosen (the CLI exits 1 with it)."""
+    from autoloss.differentiable.scheduler import DifferentiableScheduler
+    from autoloss.differentiable.strategies import DartsStrategy
+
+    result, store = run_search(tmp_path / "nan", data, "darts", epochs=2, seeds=1, eigenvalue=False, pool=workers,
+                               weight_lr=10.0, arch_lr=10.0)
+    try:
+        assert store.verdicts(gate="derived") == []
+        assert [c for c in store.candidates() if c.generation >= 0] == []
+        assert not any(item.generation >= 0 for item in result.best)
+        failures = store.get_state("darts:failures")
+        assert list(failures) == ["0:0"] and failures["0:0"]["status"] == "diverged"
+        assert failures["0:0"]["error"].startswith("Diverged: alpha became NaN or infinite in epoch 1")
+
+        class Study:  # what failure_summary reads of a study
+            retries = 2
+
+            def get_state(self, key, default=None):
+                return store.get_state(key, default)
+
+        reason = DifferentiableScheduler().failure_summary(
+            Study(), DartsStrategy(DartsStrategy.Options(epochs=2, seeds=1, warmup=0.0)))
+        assert "diverged 1" in reason and "alpha became NaN" in reason
+    finally:
+        store.close()
+
+
+TRACKER_TINY = {"channels": 8, "crop_size": 64, "baseline_steps": 3, "baseline_batch": 1, "steps": 4, "batch": 2,
+                "pool": 2, "track_iterations": 3, "init_shifts": 1, "mos_steps": 2, "mos_sequences": 1}
+TRACKER_OPTIONS = [arg for key, value in TRACKER_TINY.items() for arg in ("--tracker-option", f"{key}={value}")]
+
+
+@pytest.fixture(scope="module")
+def timed_out_run(tmp_path_factory):
+    """`autoloss search --tracker dimp_small --data DIR --strategy darts --epoch-timeout 0.01`, in this
+    process: (its exit code, stderr, the run folder, the data)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from autoloss.cli import main as cli
+    from autoloss.tracking.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("darts-cli")
+    generate_dataset(root / "data", {"weights": 2, "architecture": 2, "holdout": 2, "verify": 2, "test": 2}, 6, 64, 0)
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        code = cli(["search", "--tracker", "dimp_small", "--data", str(root / "data"), "--out", str(root / "run"),
+                    *TRACKER_OPTIONS, "--strategy", "darts", "--epochs", "2", "--seeds", "1", "--steps-per-epoch", "2",
+                    "--holdout-batches", "2", "--warmup", "0", "--workers", "1", "--epoch-timeout", "0.01", "--quiet"])
+    return code, err.getvalue(), root / "run", root / "data"
+
+
+def test_a_search_whose_every_epoch_timed_out_exits_1_with_the_reason(timed_out_run):
+    """It exited 0 saying "no candidate finished"."""
+    code, err, run, _ = timed_out_run
+    lines = err.strip().splitlines()
+    assert code == 1, err
+    assert len(lines) == 1 and lines[0].startswith("autoloss: error: no candidate finished"), err
+    assert "timeout" in lines[0] and "Traceback" not in err
+    with RunStore(run / "run.sqlite", readonly=True) as store:
+        assert store.verdicts(gate="derived") == []
+
+
+def test_evaluate_run_checks_the_stored_cells_before_training_anything(timed_out_run, tmp_path, capsys):
+    """`evaluate --tracker --run RUN` trained the baseline before finding that the stored cell does not
+    parse; it is checked first, as --cell is."""
+    import shutil
+
+    from autoloss.cli import main as cli
+
+    _, _, run, data = timed_out_run
+    tampered = tmp_path / "run"
+    shutil.copytree(run, tampered)
+    with RunStore(tampered / "run.sqlite") as store:
+        bad = store.add_candidate(0, 0, "Genotype(normal=[('sep_conv_9x9', 0)])", origin="tampered")
+        store.add_verdict(bad, "proxy", True, "fitness 0.9000", {"fitness": 0.9, "ao": 0.9})
+    out = tmp_path / "eval"
+    code = cli(["evaluate", "--tracker", "dimp_small", "--data", str(data), "--run", str(tampered), "--out", str(out),
+                *TRACKER_OPTIONS, "--seeds", "1", "--quiet"])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured.out + captured.err
+    assert len(lines) == 1 and lines[0].startswith("autoloss: error: ") and "genotype" in lines[0], captured.err
+    assert not out.exists()  # nothing trained, nothing written
 
 
 def main() -> int:

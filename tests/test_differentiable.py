@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,13 +28,7 @@ from autoloss.differentiable.search import DifferentiableSearch, SearchOptions
 DTYPE = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny tensors, one torch thread
 
 
 # ------------------------------------------------------------------------------ a quadratic bilevel problem
@@ -637,16 +632,19 @@ def toy_loss(model, batch):
     return ((model(s0, s1) - target) ** 2).mean()
 
 
-def toy_search(method: str, epochs: int = 4) -> DifferentiableSearch:
+def toy_search(method: str, epochs: int = 4, train_batches: int = 1, **options) -> DifferentiableSearch:
     torch.manual_seed(0)
     model = ToySupernetModel()
     batches = [tuple(torch.randn(2, *shape) for shape in ((2, 4, 4), (2, 4, 4), (1, 4, 4))) for _ in range(3)]
+    train = batches[:1] + [tuple(torch.randn(2, *shape) for shape in ((2, 4, 4), (2, 4, 4), (1, 4, 4)))
+                           for _ in range(train_batches - 1)]
     weight_optimizer = torch.optim.Adam(model.weight_parameters(), lr=1e-2)
     arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=3e-2, betas=(0.5, 0.999), weight_decay=1e-3)
     scheduler = torch.optim.lr_scheduler.StepLR(weight_optimizer, 1, 0.5)
-    options = SearchOptions(method=method, epochs=epochs, warmup_epochs=1, patience=5, eigenvalue=True,
-                            eigenvalue_iterations=3, ms_samples=2, ms_iterations=1)
-    return DifferentiableSearch(model, toy_loss, batches[:1], batches[1:2], weight_optimizer, arch_optimizer,
+    options = SearchOptions(method=method, epochs=epochs, **{"warmup_epochs": 1, "patience": 5, "eigenvalue": True,
+                                                             "eigenvalue_iterations": 3, "ms_samples": 2,
+                                                             "ms_iterations": 1, **options})
+    return DifferentiableSearch(model, toy_loss, train, batches[1:2], weight_optimizer, arch_optimizer,
                                 options, holdout_batches=batches[2:], weight_scheduler=scheduler)
 
 
@@ -724,3 +722,200 @@ def test_a_sigkilled_search_resumes_to_the_same_alphas(straight_runs, tmp_path):
     assert resumed.epoch == 2
     resumed.run_epoch(2)
     assert torch.equal(resumed.model.supernet.architecture.alpha.detach(), straight_runs["darts2"][2])
+
+
+# ------------------------------------------------------------------------------ issue 24: warm-up, samples, BN, lr
+
+
+def test_warmup_epochs_never_become_the_best_nor_count_toward_patience():
+    """The warm-up's cells are argmaxes of alpha's initial noise: a low hold-out loss there must not be
+    chosen, and the patience counts from the first epoch after the warm-up."""
+    genotype = Genotype(normal=(("sep_conv_3x3", 0), ("skip_connect", 1)) * 4)
+    cell = [0.1, 0.2, 1.0, 1.1, 1.2, 1.3]  # the warm-up (epochs 0 and 1) holds the lowest losses
+    stopping = EarlyStopping(patience=2, start=2)
+    stops = [stopping.update(epoch, loss, loss, genotype) for epoch, loss in enumerate(cell)]
+    assert stopping.best_epoch == 2 and stopping.best_loss == 1.0
+    assert stops == [False, False, False, False, True, True]  # 2 epochs past epoch 2, not past epoch 0
+    # A state saved before warm-up epochs were excluded (best epoch 0, stopped) is decided again on load.
+    legacy = EarlyStopping(patience=2)
+    for epoch, loss in enumerate(cell[:3]):
+        legacy.update(epoch, loss, loss, genotype)
+    assert legacy.best_epoch == 0 and legacy.stopped
+    resumed = EarlyStopping(patience=2, start=2)
+    resumed.load_state_dict(legacy.state_dict())
+    assert resumed.best_epoch == 2 and not resumed.stopped
+    # Nothing eligible yet: no best, no stop.
+    early = EarlyStopping(patience=1, start=5)
+    assert not any(early.update(epoch, 0.1, 0.1, genotype) for epoch in range(5)) and early.best_epoch is None
+
+
+def test_the_search_neither_stops_nor_chooses_inside_the_warmup():
+    search = toy_search("darts", epochs=5, warmup_epochs=2, patience=1, eigenvalue=False)
+    losses = iter([0.1, 0.1, 0.2, 0.2, 1.0, 1.0, 0.9, 0.9, 0.95, 0.95])  # (supernet, cell) per epoch
+
+    def holdout(epoch, weights):
+        return next(losses)
+
+    search._holdout_loss = holdout
+    records = search.run()
+    assert [r["warmup"] for r in records] == [True, True, False, False, False]
+    assert search.early_stopping.best_epoch == 3 and len(records) == 5 and records[-1]["stop"]
+    assert records[0]["arch_steps"] == 0 and records[2]["arch_steps"] == 1
+
+
+def test_a_warmup_that_covers_every_epoch_is_refused_in_one_line():
+    from autoloss.differentiable.options import DartsOptions
+    from autoloss.errors import UserError
+
+    with pytest.raises(UserError, match=r"^--warmup 0\.6 of --epochs 1 is 1 warm-up epoch\(s\), all of them") as error:
+        DartsOptions(epochs=1, warmup=0.6).validate()
+    assert "\n" not in str(error.value)
+    DartsOptions(epochs=2, warmup=0.6).validate()  # 1 of 2: epoch 1 is eligible
+    with pytest.raises(ValueError, match="covers all 3 epochs"):
+        SearchOptions(epochs=3, warmup_epochs=3)
+
+
+def test_the_scheduler_chooses_among_the_epochs_after_the_warmup():
+    from types import SimpleNamespace
+
+    from autoloss.differentiable.scheduler import best_epoch
+
+    epochs = [(SimpleNamespace(generation=e, id=e), SimpleNamespace(metrics={"cell_holdout": loss}))
+              for e, loss in enumerate([0.1, 0.5, 0.7, 0.4, 0.6])]
+    assert best_epoch(epochs, "cell")[0].generation == 0
+    assert best_epoch(epochs, "cell", start=2)[0].generation == 3
+    assert best_epoch(epochs, "cell", start=5) is None
+
+
+def test_mean_shift_samples_are_measured_under_one_mask(monkeypatch):
+    """MS-DARTS weighs its samples by their losses: identical samples (eps 0) must get identical losses,
+    whatever the skip-dropout masks (the rate is high here), and the model is back in train mode."""
+    import autoloss.differentiable.search as search_module
+
+    measured = []
+    original = search_module.mean_shift
+
+    def recording(center, loss_fn, **kwargs):
+        def measure(weights):
+            value = loss_fn(weights)
+            measured.append(value)
+            return value
+
+        return original(center, measure, **kwargs)
+
+    monkeypatch.setattr(search_module, "mean_shift", recording)
+    search = toy_search("ms-darts", epochs=3, warmup_epochs=0, skip_dropout=0.9, ms_eps=0.0, ms_samples=4,
+                        eigenvalue=False)
+    search.run_epoch(0)
+    assert len(measured) == 4 and search.model.training and all(m.training for m in search.model.modules())
+    assert measured == [measured[0]] * 4, measured
+
+
+def _norms(model):
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def test_the_derived_cells_holdout_loss_uses_batchnorm_recalibrated_for_the_cell():
+    """BN's running statistics of the supernet are the mixed network's; the derived cell's hold-out
+    loss is measured with statistics re-estimated on the discrete cell (cumulative averages over the
+    epoch's weight batches), and the supernet's own statistics are untouched afterwards."""
+    search = toy_search("darts", epochs=4, train_batches=3, warmup_epochs=0, eigenvalue=False)
+    for epoch in range(2):
+        search.run_epoch(epoch)
+    model = search.model
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    means = [m.running_mean.clone() for m in _norms(model)]
+    genotype = derive_genotype(model.mixing_weights().detach(), softmax=False)
+    weights = genotype_weights(genotype)
+    batches = search.train_batches
+
+    # By hand on a copy: the inputs each BN sees in train mode, skip dropout off, mixing by the cell.
+    twin = copy.deepcopy(model)
+    set_skip_dropout(twin, 0.0)
+    twin.train()
+    inputs = {id(m): [] for m in _norms(twin)}
+    hooks = [m.register_forward_pre_hook(lambda m, args: inputs[id(m)].append(args[0].detach()))
+             for m in _norms(twin)]
+    with torch.no_grad(), twin.fixed_mixing_weights(weights):
+        for batch in batches:
+            toy_loss(twin, batch)
+    for hook in hooks:
+        hook.remove()
+    expected_mean = [torch.stack([x.mean((0, 2, 3)) for x in inputs[id(m)]]).mean(0) for m in _norms(twin)]
+    expected_var = [torch.stack([x.transpose(0, 1).flatten(1).var(1) for x in inputs[id(m)]]).mean(0)
+                    for m in _norms(twin)]
+
+    with search.recalibrated(weights, 2):
+        inside = [(m.running_mean.clone(), m.running_var.clone()) for m in _norms(model)]
+        assert model.training  # the mode outside is kept
+        twin.eval()
+        for m_twin, (mean, var) in zip(_norms(twin), inside):
+            m_twin.running_mean.copy_(mean)
+            m_twin.running_var.copy_(var)
+        with torch.no_grad(), twin.fixed_mixing_weights(weights):
+            expected_loss = float(toy_loss(twin, search.holdout_batches[0]))
+    for (mean, var), e_mean, e_var in zip(inside, expected_mean, expected_var):
+        assert torch.allclose(mean, e_mean, atol=1e-6) and torch.allclose(var, e_var, rtol=1e-5, atol=1e-6)
+    # The recalibration changed statistics the cell uses (else the test could not tell).
+    assert any(not torch.allclose(mean, supernet_mean, atol=1e-3) for (mean, _), supernet_mean in zip(inside, means))
+    after = dict(model.named_buffers())
+    assert all(torch.equal(after[name], value) for name, value in before.items())
+    assert all(m.momentum == 0.1 for m in _norms(model))
+    # The search's cell hold-out loss is the one with the recalibrated statistics, and the buffers stay.
+    assert search._holdout_loss(2, weights) == pytest.approx(expected_loss, rel=1e-6)
+    assert all(torch.equal(dict(model.named_buffers())[name], value) for name, value in before.items())
+    assert model.training and all(m.training for m in model.modules())
+
+
+@contextmanager
+def toy_supernet(task, seed, **sizes):
+    """A supernet hook (``Problem.supernet.search``) on the toy model, for :func:`run_epoch_job`."""
+    from autoloss.differentiable.worker import SupernetSetup
+
+    torch.manual_seed(0)
+    batches = [tuple(torch.randn(2, *shape) for shape in ((2, 4, 4), (2, 4, 4), (1, 4, 4))) for _ in range(3)]
+    torch.manual_seed(seed)
+    model = ToySupernetModel()
+    yield SupernetSetup(model, toy_loss, lambda epoch: batches[:1], lambda epoch: batches[1:2],
+                        lambda epoch: batches[2:], weight_lr=1e-2)
+
+
+def test_the_weights_learning_rate_anneals_by_cosine_and_resumes_exactly(tmp_path):
+    """Every epoch job is a resume (fresh objects, the checkpoint loaded): with --weight-schedule cosine
+    the weights' lr anneals over the epochs and the alphas are those of one uninterrupted search."""
+    from dataclasses import asdict
+
+    from autoloss.differentiable.options import Darts2Options
+    from autoloss.differentiable.worker import EpochJob, run_epoch_job, search_options
+    from autoloss.engine.study import stored_options
+
+    options = asdict(Darts2Options(epochs=3, warmup=0.0, patience=None, eigenvalue=False, weight_lr=1e-2))
+    assert options["weight_schedule"] == "cosine"  # the default
+    records = [run_epoch_job(EpochJob({}, "darts2", options, 0, 7, epoch, str(tmp_path / "seed-0.pt"), toy_supernet))
+               for epoch in range(3)]
+
+    with toy_supernet({}, 7) as setup:  # the reference: one search object, never saved
+        model = setup.model
+        weight_optimizer = torch.optim.Adam(model.weight_parameters(), lr=1e-2)
+        arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=options["arch_lr"], betas=(0.5, 0.999),
+                                          weight_decay=options["arch_weight_decay"])
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weight_optimizer, T_max=3)
+        straight = DifferentiableSearch(model, toy_loss, setup.train_batches, setup.arch_batches, weight_optimizer,
+                                        arch_optimizer, search_options("darts2", options, 7),
+                                        holdout_batches=setup.holdout_batches, weight_scheduler=cosine)
+        lrs = []
+        for epoch in range(3):
+            straight.run_epoch(epoch)
+            lrs.append(weight_optimizer.param_groups[0]["lr"])
+    assert [r["weights"] for r in records] == [r["weights"] for r in straight.history]
+    assert lrs == pytest.approx([1e-2 * (1 + math.cos(math.pi * e / 3)) / 2 for e in (1, 2, 3)])
+    state = torch.load(tmp_path / "seed-0.pt", weights_only=True)
+    assert state["weight_optimizer"]["param_groups"][0]["lr"] == pytest.approx(lrs[-1])
+    assert state["weight_scheduler"]["last_epoch"] == 3
+    # Runs stored before the option existed kept the lr constant: they leave it out and resume so.
+    assert "weight_schedule" not in stored_options(Darts2Options(weight_schedule="constant", share_gradient=False))
+    legacy = {k: v for k, v in options.items() if k != "weight_schedule"}
+    run_epoch_job(EpochJob({}, "darts2", legacy, 0, 7, 0, str(tmp_path / "legacy.pt"), toy_supernet))
+    legacy_state = torch.load(tmp_path / "legacy.pt", weights_only=True)
+    assert legacy_state["weight_scheduler"] is None
+    assert legacy_state["weight_optimizer"]["param_groups"][0]["lr"] == 1e-2

@@ -129,6 +129,7 @@ def _best_line(stdout: str) -> str:
     return next(line for line in stdout.splitlines() if line.strip().startswith("1. "))
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_with_nothing_lost_and_the_same_result(tmp_path):
     reference = subprocess.run(_search_cmd(tmp_path / "reference"), capture_output=True, text=True, timeout=600)
     assert reference.returncode == 0, reference.stderr
@@ -177,6 +178,7 @@ def test_killed_search_resumes_with_nothing_lost_and_the_same_result(tmp_path):
     assert got == ref_evals
 
 
+@pytest.mark.slow
 def test_resume_refuses_different_options(tmp_path):
     out = tmp_path / "run"
     first = subprocess.run(_search_cmd(out), capture_output=True, text=True, timeout=600)
@@ -203,6 +205,7 @@ def test_steady_state_mode_evaluates_as_workers_free_up(tmp_path):
         assert store.candidate(verdict.candidate_id).generation < 0 or (mos is not None and mos.passed)
 
 
+@pytest.mark.slow
 def test_ray_executor_runs_a_small_search(tmp_path):
     ray = pytest.importorskip("ray")
     from autoloss.engine.executors import RayExecutor

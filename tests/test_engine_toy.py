@@ -21,7 +21,7 @@ from autoloss.engine.protocols import Proposal, Stage, Verdict
 from autoloss.engine.schedulers import run_search
 from autoloss.engine.store import RunStore, StoreError
 from autoloss.errors import UserError
-from cli_helpers import assert_clean_error, autoloss
+from cli_helpers import assert_clean_error, autoloss, run_cli
 
 TOY = Path(__file__).with_name("toy.py")
 
@@ -68,6 +68,7 @@ def test_toy_run_is_reported(tmp_path):
     assert all(path.stat().st_size > 0 for path in written["figures"].values())
 
 
+@pytest.mark.slow
 def test_killed_toy_search_resumes_with_nothing_lost(tmp_path):
     reference = subprocess.run([sys.executable, str(TOY), str(tmp_path / "ref"), "--sleep", "0.3"],
                                capture_output=True, text=True, timeout=300)
@@ -188,7 +189,7 @@ def test_a_store_of_an_unknown_schema_is_refused_in_one_line(tmp_path):
     db.close()
     with pytest.raises(StoreError, match="newer or unknown"):
         RunStore(tmp_path / "run.sqlite")
-    assert_clean_error(autoloss("report", tmp_path), "schema 99")
+    assert_clean_error(run_cli("report", tmp_path), "schema 99")
 
 
 def test_an_unversioned_store_is_migrated(tmp_path):

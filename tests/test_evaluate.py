@@ -8,18 +8,10 @@ import pytest
 
 pytest.importorskip("mmdet")
 
-from autoloss.detection.synthetic import make_synthetic_coco
 from autoloss.detection.compare import Comparison, load_runs
-from cli_helpers import assert_clean_error, autoloss
+from cli_helpers import assert_clean_error, autoloss, run_cli
 
 TINY = ["--seeds", "1", "--iters", "2", "--batch-size", "2", "--workers", "1"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("coco")
-    make_synthetic_coco(root, num_train=8, num_val=4, seed=0)
-    return root
 
 
 def _rows(stdout: str) -> dict:
@@ -32,9 +24,10 @@ def _rows(stdout: str) -> dict:
     return rows
 
 
-def test_faster_rcnn_table_against_both_baselines_and_resume(data, tmp_path):
+@pytest.mark.slow
+def test_faster_rcnn_table_against_both_baselines_and_resume(synthetic_coco, tmp_path):
     out = tmp_path / "eval"
-    args = ["evaluate", "--detector", "faster_rcnn_small", "--data", data, "--out", out,
+    args = ["evaluate", "--detector", "faster_rcnn_small", "--data", synthetic_coco, "--out", out,
             "--loss-cls", "CSE-Autoloss-A_cls", "--loss-reg", "CSE-Autoloss-A_reg", "--name", "CSE-A", *TINY]
     first = autoloss(*args, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -46,6 +39,7 @@ def test_faster_rcnn_table_against_both_baselines_and_resume(data, tmp_path):
         assert 0.0 <= ap <= 100.0
         if name != "CE + GIoU (reference)":  # the difference to the reference is shown
             assert "(" in cells[0] and ")" in cells[0]
+    assert "- CSE-A: 1 and 1 finished seeds" in first.stdout and "so nothing can be claimed" in first.stdout
     markdown = (out / "evaluate.md").read_text()
     assert "| CSE-A |" in markdown and "Neg(Dot(Mul(Y,Add(1,Sin(W))),Log(Softmax(X))))" in markdown
     records = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
@@ -62,9 +56,10 @@ def test_faster_rcnn_table_against_both_baselines_and_resume(data, tmp_path):
     assert_clean_error(changed, "holds another comparison")
 
 
-def test_fcos_with_a_sigmoid_loss(data, tmp_path):
+@pytest.mark.slow
+def test_fcos_with_a_sigmoid_loss(synthetic_coco, tmp_path):
     out = tmp_path / "eval"
-    result = autoloss("evaluate", "--detector", "fcos_small", "--data", data, "--out", out,
+    result = autoloss("evaluate", "--detector", "fcos_small", "--data", synthetic_coco, "--out", out,
                       "--loss-cls", "CSE-Autoloss-B_cls", *TINY, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert list(_rows(result.stdout)) == ["FL + GIoU (reference)", "searched"]  # no L1 baseline for FCOS
@@ -75,8 +70,26 @@ def test_fcos_with_a_sigmoid_loss(data, tmp_path):
     assert len(load_runs(out / "runs.jsonl")) == 2
 
 
-def test_variant_configs(data, tmp_path):
-    comparison = Comparison.prepare("faster_rcnn_small", data, tmp_path, loss_cls="CEI", seeds=2, iters=5)
+def test_the_table_states_welchs_verdict_against_the_reference():
+    from autoloss.detection.compare import Variant
+
+    variants = (Variant("CE + GIoU", baseline=True), Variant("CE + L1", baseline=True), Variant("CSE-A"))
+    ap = {"CE + GIoU": (0.080, 0.060, 0.070), "CE + L1": (0.11, 0.05, 0.09), "CSE-A": (0.120, 0.110, 0.115)}
+    runs = {(name, s): {"status": "ok", "fitness": v, "mAP_50": v, "mAP_75": v}
+            for name, values in ap.items() for s, v in enumerate(values)}
+    comparison = Comparison("faster_rcnn_small", "two_stage", "t", "v", "ti", "vi", (), "/nowhere", 200, None,
+                            (0, 1, 2), variants)
+    table = comparison.table(runs)
+    assert "| CE + GIoU (reference) | 7.0 ± 1.0 |" in table and "| CSE-A | 11.5 ± 0.5 (+4.5) |" in table
+    assert "- CSE-A: better than the baseline: +4.50 ± 0.65 over 3 seeds (Welch one-sided p = " in table
+    assert "lower bound +" in table and "- CE + L1" not in table  # baselines are not claimed against
+    two = Comparison("faster_rcnn_small", "two_stage", "t", "v", "ti", "vi", (), "/nowhere", 200, None, (0, 1), variants)
+    assert "- CSE-A: 2 and 2 finished seeds (difference +4.50 AP): fewer than 3 seeds each, so nothing can be " \
+           "claimed" in two.table(runs)
+
+
+def test_variant_configs(synthetic_coco, tmp_path):
+    comparison = Comparison.prepare("faster_rcnn_small", synthetic_coco, tmp_path, loss_cls="CEI", seeds=2, iters=5)
     assert comparison.seeds == (0, 1) and comparison.iters == 5
     head = lambda v: comparison.config(comparison.variant(v), 0, tmp_path / "w").model.roi_head.bbox_head  # noqa: E731
     assert head("CE + GIoU").loss_bbox.type == "GIoULoss" and head("CE + GIoU").reg_decoded_bbox
@@ -95,13 +108,13 @@ def test_variant_configs(data, tmp_path):
     (["--loss-cls", "CEI", "--seeds", "0"], ["--seeds must be between 1"]),
     (["--loss-cls", "CEI", "--name", "CE + L1"], ["name of a baseline"]),
 ])
-def test_bad_input(data, tmp_path, extra, words):
-    assert_clean_error(autoloss("evaluate", "--detector", "faster_rcnn_small", "--data", data,
-                                "--out", tmp_path / "eval", *extra), *words)
+def test_bad_input(synthetic_coco, tmp_path, extra, words):
+    assert_clean_error(run_cli("evaluate", "--detector", "faster_rcnn_small", "--data", synthetic_coco,
+                               "--out", tmp_path / "eval", *extra), *words)
 
 
 def test_needs_data_or_demo(tmp_path):
-    assert_clean_error(autoloss("evaluate", "--detector", "fcos_small", "--loss-reg", "GIoU", "--out", tmp_path),
+    assert_clean_error(run_cli("evaluate", "--detector", "fcos_small", "--loss-reg", "GIoU", "--out", tmp_path),
                        "--data DIR")
-    assert_clean_error(autoloss("evaluate", "--detector", "fcos_small", "--loss-reg", "GIoU", "--out", tmp_path,
-                                "--data", tmp_path / "nowhere"), "nowhere")
+    assert_clean_error(run_cli("evaluate", "--detector", "fcos_small", "--loss-reg", "GIoU", "--out", tmp_path,
+                               "--data", tmp_path / "nowhere"), "nowhere")

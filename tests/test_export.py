@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -287,7 +288,7 @@ def run_dir(tmp_path):
 
 
 def test_export_run_writes_the_best_losses(run_dir):
-    result = export_run(run_dir, top=2)
+    result = export_run(run_dir, top=2, include_unconfirmed=True)  # one seed each: unconfirmed
     assert result.module_path == run_dir / "export" / "autoloss_demo_run.py"
     assert result.config_path == run_dir / "export" / "autoloss_demo_run_config.py"
     assert [loss.class_name for loss in result.losses] == ["AutolossRunDemoRunRank1ClsLoss",
@@ -312,7 +313,7 @@ def test_export_run_writes_the_best_losses(run_dir):
 
 
 def test_export_run_names_and_shortfalls(run_dir, tmp_path):
-    result = export_run(run_dir, top=5, out=tmp_path / "mine.py", name="my-best")
+    result = export_run(run_dir, top=5, out=tmp_path / "mine.py", name="my-best", include_unconfirmed=True)
     assert [loss.class_name for loss in result.losses] == ["MyBestRank1ClsLoss", "MyBestRank2ClsLoss"]
     assert result.notes == ["only 2 losses besides the baseline finished their proxy evaluation (asked for 5)"]
     assert (tmp_path / "mine_config.py").is_file()
@@ -327,7 +328,7 @@ def test_export_run_names_and_shortfalls(run_dir, tmp_path):
     task_config = {"genotype": "loss-tree", "space": "cls_sigmoid", "task_name": "noisy-digits",
                    "task": {"steps": 100}, "search": {"seed": 1}}
     task_run = make_run(tmp_path / "digits", [(0, "Neg(Mul(Y,Log(Sig(X))))", 0.9, None)], task_config)
-    result = export_run(task_run)
+    result = export_run(task_run, include_unconfirmed=True)
     assert "proxy accuracy 0.9000" in result.losses[0].title and "task noisy-digits" in result.losses[0].details[1]
     assert "model.bbox_head of a one-stage detector" in result.snippet and "use_sigmoid=True" in result.snippet
 
@@ -343,7 +344,7 @@ def test_export_regression_run_snippet(detector, weight, tmp_path):
     config = {**BASE_CONFIG, "detector": detector, "space": "reg",
               "task": {"branch": "reg", "detector": detector, "space": "reg"}}
     run = make_run(tmp_path / "reg-run", [(-1, "GIoU", 0.2, None), (0, "Sub(1,Div(I,U))", 0.25, None)], config)
-    fragment = read_fragment(export_run(run).config_path)
+    fragment = read_fragment(export_run(run, include_unconfirmed=True).config_path)
     assert fragment["custom_imports"] == {"imports": ["autoloss_reg_run"], "allow_failed_imports": False}
     if detector.startswith("faster"):  # two-stage: the RoI head decodes its boxes for an IoU-type loss
         assert fragment["model"] == {"roi_head": {"bbox_head": {"reg_decoded_bbox": True, "loss_bbox": {
@@ -402,7 +403,7 @@ def test_export_expression_defaults(tmp_path, monkeypatch):
 
 
 def test_cli_exports_and_prints(run_dir, tmp_path, capsys):
-    assert main(["export", str(run_dir), "--top", "2"]) == 0
+    assert main(["export", str(run_dir), "--top", "2", "--include-unconfirmed"]) == 0
     out = capsys.readouterr().out
     assert f"wrote {run_dir / 'export' / 'autoloss_demo_run.py'}: 2 losses" in out
     assert f"wrote {run_dir / 'export' / 'autoloss_demo_run_config.py'}" in out and "custom_imports" in out
@@ -518,6 +519,7 @@ print("REPORT " + json.dumps(report))
 '''
 
 
+@pytest.mark.slow
 def test_exported_modules_train_without_autoloss(run_dir, tmp_path):
     from autoloss.detection.coco import find_coco_splits
     from autoloss.detection.synthetic import make_synthetic_coco
@@ -526,7 +528,7 @@ def test_exported_modules_train_without_autoloss(run_dir, tmp_path):
     make_synthetic_coco(tmp_path / "coco", num_train=8, num_val=4)
     splits = find_coco_splits(tmp_path / "coco")
     modules = tmp_path / "modules"
-    cls_export = export_run(run_dir, top=2, out=modules / "fr_cls.py")  # CSE-Autoloss-A_cls: reads the IoU
+    cls_export = export_run(run_dir, top=2, out=modules / "fr_cls.py", include_unconfirmed=True)  # CSE-Autoloss-A_cls: reads the IoU
     reg_export = export_expression("CSE-Autoloss-A_reg", "reg", out=modules / "fr_reg.py", name="FrBox",
                                    detector="faster_rcnn_small")
     fcos_export = export_expression("FLI", "cls_sigmoid", out=modules / "fcos_cls.py", detector="fcos_small")
@@ -613,6 +615,9 @@ def test_a_run_whose_best_is_below_the_baseline_exports_nothing_unless_asked(tmp
                                         (0, CSE_A, 0.051, 0.296), (0, CE, 0.10, None)])
     assert main(["export", str(run)]) == 1
     captured = capsys.readouterr()
+    assert captured.out == "" and "confirmed better" in captured.err and "--include-unconfirmed" in captured.err
+    assert main(["export", str(run), "--include-unconfirmed"]) == 1
+    captured = capsys.readouterr()
     assert captured.out == "" and "beat the baseline" in captured.err and "--include-worse" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
     assert not (run / "export").exists()
@@ -626,8 +631,75 @@ def test_a_run_whose_best_is_below_the_baseline_exports_nothing_unless_asked(tmp
 def test_a_run_whose_best_beats_the_baseline_exports_only_the_better_ones(tmp_path, capsys):
     run = make_run(tmp_path / "better", [(-1, "Neg(Dot(Mul(Y,W),Log(Softmax(X))))", 0.30, 0.4),
                                          (0, CSE_A, 0.35, 0.5), (0, CE, 0.20, None)])
-    assert main(["export", str(run), "--top", "2"]) == 0
+    assert main(["export", str(run), "--top", "2"]) == 1  # one seed each: nothing confirmed
+    assert "--include-unconfirmed" in capsys.readouterr().err
+    assert main(["export", str(run), "--top", "2", "--include-unconfirmed"]) == 0
     out = capsys.readouterr().out
-    assert "1 loss from" in out and "warning:" not in out and "did not beat the baseline" in out
+    assert "1 loss from" in out and "prefer the baseline" not in out and "did not beat the baseline" in out
+    assert "is not confirmed better than the baseline" in out
     module = next((run / "export").glob("autoloss_*[!g].py"))
-    assert "WORSE THAN THE BASELINE" not in module.read_text()
+    assert "WORSE THAN THE BASELINE" not in module.read_text() and "UNCONFIRMED" in module.read_text()
+
+
+# ------------------------------------------------------------------------------------------------ hostile runs
+
+
+@pytest.mark.parametrize("case", ["newline code", "docstring close", "single quotes", "backslashes", "named escape",
+                                  "unicode", "carriage return"])
+def test_stored_text_reaches_the_loss_module_only_as_data(tmp_path, case, capsys):
+    """The same rule as the cell exporter's: the metric, the task name, the strategy, a candidate's origin
+    and the run folder's name enter the module as literals; it imports, runs nothing planted, and RUN
+    gives them back exactly."""
+    from test_cell_export import hostile_texts
+
+    marker = tmp_path / "PWNED"
+    text = hostile_texts(marker)[case]
+    folder = "run" + text.replace("/", "_")
+    config = {"genotype": "loss-tree", "space": "cls_softmax", "task_name": text, "metric": text,
+              "task": {"steps": 100, "branch": "cls"}, "search": {"seed": 1, "strategy": text}}
+    run = make_run(tmp_path / folder, [(-1, "Neg(Dot(Mul(Y,W),Log(Softmax(X))))", 0.3, None), (0, CSE_A, 0.35, None)],
+                   config)
+    with RunStore(run / "run.sqlite") as store:
+        store._db.execute("UPDATE candidates SET origin = ?", (text,))
+    out = tmp_path / f"hostile_{abs(hash(case))}.py"
+    assert main(["export", str(run), "--out", str(out), "--include-worse", "--include-unconfirmed"]) == 0, \
+        capsys.readouterr().err
+    module = import_file(out)
+    assert not marker.exists()
+    assert module.RUN == {"run": folder, "run_dir": str(run.resolve()), "metric": text, "space": "cls_softmax",
+                          "task": text, "branch": "cls"}
+    ast.parse(out.with_name(out.stem + "_config.py").read_text())
+
+
+def test_a_full_disk_leaves_the_existing_module_whole(run_dir, tmp_path, capsys, monkeypatch):
+    """Export over an existing module when the disk fills mid-write: the old file stays whole, no
+    temporary file is left, one line says the disk is full (write_text emptied the file first)."""
+    import errno
+
+    from autoloss import files
+
+    (tmp_path / "mine").mkdir()
+    out = tmp_path / "mine" / "mine.py"
+    old = "# the user's module\n" * 50
+    out.write_text(old)
+
+    class Full:  # the disk fills after 100 bytes
+        def __init__(self, fd):
+            self.real, self.written = os.fdopen(fd, "wb"), 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 100:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.real.write(data)
+
+        def close(self):
+            self.real.close()
+
+    monkeypatch.setattr(files, "_open_temporary", Full)
+    assert main(["export", str(run_dir), "--out", str(out), "--include-worse", "--include-unconfirmed"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "disk full" in lines[0] and str(out) in lines[0], captured.err
+    assert out.read_text() == old
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mine.py"]

@@ -18,6 +18,7 @@ import pytest
 from test_space import HOSTILE_FILES
 
 from autoloss.cli import main
+from autoloss.errors import UserError
 
 MEMORY_LIMIT = 1 << 30
 TINY = ["--population", "2", "--generations", "1", "--top-k", "1", "--parents", "1"]  # a search's smallest budget
@@ -161,3 +162,230 @@ def test_broken_dataset_refused_by_detector_search(tmp_path, capsys, coco_dir, m
     assert code == 2, captured.err
     _one_line_error(captured.err, "instances_train.json", *words)
     assert not list(out.glob("work/*/*/run.log"))  # nothing trained
+
+
+# ------------------------------------------------------------------ the tracker side (issue 21, points 4, 5, 9)
+
+TRACKER_TINY = {"channels": 8, "crop_size": 64, "baseline_steps": 3, "baseline_batch": 1, "steps": 4, "batch": 2,
+                "pool": 2, "track_iterations": 3, "init_shifts": 1, "weights_sequences": 2, "holdout_sequences": 2,
+                "test_sequences": 2, "verify_sequences": 2, "sequence_frames": 6, "frame_size": 64}
+TRACKER_OPTIONS = [arg for key, value in TRACKER_TINY.items() for arg in ("--tracker-option", f"{key}={value}")]
+
+
+def _refused_before_anything_is_written(capsys, argv: list[str], out: Path, *words: str) -> str:
+    """``autoloss ARGV`` in this process: exit 2, one line holding WORDS, no warning, and OUT never made."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning (PIL's, numpy's, torch's) would come before the error line
+        for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", hidden)  # what Python does not print by default
+        code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    line = _one_line_error(captured.err, *words)
+    assert not out.exists(), sorted(p.name for p in out.iterdir())  # no run folder, no run.lock
+    return line
+
+
+@pytest.fixture(scope="module")
+def tracking_data(tmp_path_factory):
+    """Four GOT-10k-layout roles of 2 sequences of 6 frames (64 px); tests copy it before damaging it."""
+    from autoloss.tracking.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("tracking") / "data"
+    generate_dataset(root, {"weights": 2, "architecture": 0, "holdout": 2, "verify": 2, "test": 2}, 6, 64, 0)
+    return root
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """An 8 x 8 PNG whose header (CRC fixed) claims ``width`` x ``height`` pixels."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format="PNG")
+    data = bytearray(out.getvalue())
+    header = bytes(data[12:16]) + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def _weights_sequences(data: Path) -> list[Path]:
+    return [data / "weights" / name for name in (data / "weights" / "list.txt").read_text().split()]
+
+
+def _bomb(data: Path) -> None:
+    (_weights_sequences(data)[0] / "00000002.jpg").write_bytes(_png_claiming(30000, 30000))
+
+
+def _one_frame_each(data: Path) -> None:
+    for role in ("weights", "verify", "holdout", "test"):
+        for name in (data / role / "list.txt").read_text().split():
+            sequence = data / role / name
+            for frame in sorted(sequence.glob("0*.jpg"))[1:]:
+                frame.unlink()
+            for label in ("groundtruth.txt", "cover.label", "absence.label", "cut_by_image.label"):
+                if (sequence / label).exists():
+                    (sequence / label).write_text((sequence / label).read_text().splitlines()[0] + "\n")
+
+
+def _target_hidden_after_the_first_frame(data: Path) -> None:
+    for sequence in _weights_sequences(data):
+        count = len(list(sequence.glob("0*.jpg")))
+        (sequence / "cover.label").write_text("\n".join(["8"] + ["0"] * (count - 1)) + "\n")
+        (sequence / "absence.label").write_text("\n".join(["0"] + ["1"] * (count - 1)) + "\n")
+
+
+@pytest.mark.parametrize("damage, words", [
+    (_bomb, ["00000002.jpg", "decompression bomb"]),
+    (_one_frame_each, ["no sequence has two frames with the target visible"]),
+    (_target_hidden_after_the_first_frame, ["weights", "no sequence has two frames with the target visible"]),
+], ids=["30000x30000-png-header", "one-frame-sequences", "target-visible-once"])
+def test_bad_tracking_data_is_one_line_before_anything_is_written(tmp_path, capsys, tracking_data, damage, words):
+    data = tmp_path / "data"
+    shutil.copytree(tracking_data, data)
+    damage(data)
+    out = tmp_path / "run"
+    _refused_before_anything_is_written(capsys, ["search", "--tracker", "dimp_small", "--data", data, "--out", out,
+                                                 *TRACKER_OPTIONS, "--quiet"], out, *words)
+
+
+@pytest.mark.parametrize("option", [
+    "crop_size=0", "baseline_lr=-1", "data_seed=-1", "seed=1180591620717411303424", "filter_size=99", "frames=1000",
+    "baseline_batch=100000", "sigma_factor=0", "track_iterations=-1", "max_gap=0", "depth=7", "frame_size=0",
+    "sequence_frames=1", "filter_size=9", "depth=20", "lr=nan", "mos_steps=0", "mos_sequences=10000000",
+])
+def test_tracker_options_out_of_range_are_refused_before_anything_is_written(tmp_path, capsys, option):
+    """Each value the probe found (tracebacks, exhausted memory, AO 0 everywhere, or a refusal that left
+    out/ and its run.lock behind): one line naming the option, and no out/ at all."""
+    out = tmp_path / "out"
+    _refused_before_anything_is_written(capsys, ["search", "--tracker", "dimp_small", "--demo", "--out", out,
+                                                 "--tracker-option", option, "--quiet"], out, option.split("=")[0])
+
+
+def test_settings_that_cannot_fit_in_memory_are_refused_with_the_estimate(tmp_path, capsys, monkeypatch):
+    import autoloss.tracking.train as train
+
+    out = tmp_path / "out"
+    line = _refused_before_anything_is_written(
+        capsys, ["search", "--tracker", "dimp_small", "--demo", "--out", out, "--tracker-option", "baseline_batch=4000",
+                 "--quiet"], out, "GiB", "baseline_batch", "24000 crops of 128 px")
+    assert "more than this machine's" in line
+    # the machine's memory decides: the demo's own settings fit 24 GiB, not 100 MiB
+    settings = train.TrackingSettings()
+    assert train.check_memory(settings, 2, host=24 * train.GIB, gpu=0)["baseline"] < train.GIB
+    with pytest.raises(UserError, match="GiB of host memory"):
+        train.check_memory(settings, 2, host=100 << 20, gpu=0)
+    monkeypatch.setattr(train, "machine_memory", lambda: 100 << 20)
+    monkeypatch.setattr(train.torch.cuda, "is_available", lambda: False)
+    _refused_before_anything_is_written(capsys, ["search", "--tracker", "dimp_small", "--demo", "--out", out, "--quiet"],
+                                        out, "more than this machine's 0.1 GiB")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--strategy", "ms-darts", "--ms-h", "1e-300"], ["--ms-h"]),
+    (["--strategy", "ms-darts", "--ms-temperature", "1e-300"], ["--ms-temperature"]),
+    (["--strategy", "darts", "--weight-lr", "1e9"], ["--weight-lr"]),
+    (["--strategy", "darts", "--arch-lr", "1e9"], ["--arch-lr"]),
+    (["--strategy", "darts2", "--holdout-batches", "1000000"], ["--holdout-batches 1000000", "at most 240"]),
+], ids=["ms-h", "ms-temperature", "weight-lr", "arch-lr", "holdout-batches"])
+def test_differentiable_options_out_of_range_are_refused_before_anything_is_written(tmp_path, capsys, extra, words):
+    out = tmp_path / "out"
+    _refused_before_anything_is_written(capsys, ["search", "--tracker", "dimp_small", "--demo", "--out", out, *extra,
+                                                 "--quiet"], out, *words)
+
+
+def test_every_echoed_input_is_cut_to_a_sane_length(tmp_path, capsys):
+    """A 7.9 MB genotype was echoed whole in its error line; argparse echoes a bad choice whole."""
+    from autoloss.cli import MAX_MESSAGE
+
+    genotype = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+                "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
+                "normal_concat=range(2, 999999))")
+    out = tmp_path / "eval"
+    line = _refused_before_anything_is_written(capsys, ["evaluate", "--tracker", "dimp_small", "--demo", "--cell",
+                                                        genotype, "--out", out, "--quiet"], out, "range(2, 999999)")
+    assert len(line) < 300
+    with pytest.raises(SystemExit) as exited:  # argparse's usage errors exit from parse_args
+        main(["search", "--strategy", "x" * 100_000])
+    assert exited.value.code == 2
+    line = _one_line_error(capsys.readouterr().err, "--strategy", "characters cut")
+    assert len(line) <= MAX_MESSAGE + 100 and line.endswith("(see --help)")
+
+
+def test_a_unicode_digit_is_not_an_input_index():
+    """U+0661 (ARABIC-INDIC DIGIT ONE) was read as input 1; digits are ASCII, as in loss expressions."""
+    from autoloss.cell.genotype import parse_genotype
+
+    text = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', \u0661), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+            "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)])")
+    with pytest.raises(UserError, match="unexpected character '\u0661'"):
+        parse_genotype(text)
+    assert parse_genotype(text.replace("\u0661", "1")).normal[1] == ("sep_conv_3x3", 1)
+
+
+# ---------------------------------------------------------------------------- a user's files where a demo writes
+
+
+@pytest.mark.parametrize("argv, where", [
+    (["search", "--detector", "faster_rcnn", "--demo"], "data"),
+    (["search", "--tracker", "dimp_small", "--demo", "--quiet"], "data/weights"),
+])
+def test_a_demo_never_overwrites_a_users_data(tmp_path, capsys, argv, where):
+    """The detection demo deleted the user's images and overwrote their annotations in OUT/data; both demos
+    now follow one rule: a folder that is not empty and not autoloss's own is refused, left as it was."""
+    proj = tmp_path / "proj"
+    mine = {proj / where / "annotations" / "instances_train.json": b'{"mine": true}',
+            proj / where / "train" / "000000.png": b"my image", proj / where / "list.txt": b"my list\n"}
+    for path, content in mine.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    assert main([*argv, "--out", str(proj)]) == 2
+    _one_line_error(capsys.readouterr().err, str(proj / where), "not empty and not ours")
+    assert {p: p.read_bytes() for p in mine} == mine
+    assert sorted(str(p.relative_to(proj)) for p in proj.rglob("*") if p.is_file()) == \
+        sorted(str(p.relative_to(proj)) for p in mine)
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+LONG = "x" * 300  # a path component over 255 bytes: "File name too long"
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--task", "noisy-digits", *TINY, "--out", "{tmp}/" + LONG],
+    ["search", "--task", "noisy-digits", *TINY, "--out", "{tmp}/" + LONG + "/run"],
+    ["report", "{run}", "--out", "{tmp}/" + LONG],
+    ["export", "{run}", "--include-worse", "--include-unconfirmed", "--out", "{tmp}/" + LONG + ".py"],
+    ["export", "{run}", "--include-worse", "--include-unconfirmed", "--out", "{tmp}/" + LONG + "/m.py"],
+    ["export", "{run}", "--include-worse", "--include-unconfirmed", "--out", "{tmp}/" + "m" * 250 + ".py"],
+    ["report", "{tmp}/" + LONG],
+    ["export", "{tmp}/" + LONG],
+])
+def test_a_file_name_over_255_bytes_is_one_line(tmp_path, capsys, argv):
+    from test_export import make_run  # a loss run store, made in this process
+
+    run = make_run(tmp_path / "run", [(-1, "Neg(Dot(Mul(Y,W),Log(Softmax(X))))", 0.30, None),
+                                      (0, "Neg(Dot(Y,Log(Softmax(X))))", 0.35, None)])
+    assert main([a.format(tmp=tmp_path, run=run) for a in argv]) == 2
+    _one_line_error(capsys.readouterr().err, "too long")
+    assert not list(tmp_path.glob("x*")) and not list(tmp_path.glob("m*"))
+
+
+def test_a_differentiable_search_without_an_architecture_split_is_refused_before_anything_is_written(
+        tmp_path, capsys, tracking_data):
+    """It was refused after the baseline had been trained and the run store made (a rerun then said
+    "already holds a run")."""
+    data = tmp_path / "data"
+    shutil.copytree(tracking_data, data)
+    (data / "weights" / "synthetic.json").unlink()  # not ours: no architecture split is written into it
+    out = tmp_path / "run"
+    _refused_before_anything_is_written(capsys, ["search", "--tracker", "dimp_small", "--data", data, "--out", out,
+                                                 *TRACKER_OPTIONS, "--strategy", "darts", "--holdout-batches", "2",
+                                                 "--quiet"], out, "architecture", "list.txt")

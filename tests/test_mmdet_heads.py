@@ -14,7 +14,6 @@ pytest.importorskip("mmdet")
 from mmengine.structures import InstanceData
 
 from autoloss.detection.coco import find_coco_splits
-from autoloss.detection.synthetic import make_synthetic_coco
 from autoloss.errors import UserError
 from autoloss.detection.mmdet.detectors import build_detector, load_detector_config, searched_head
 from autoloss.detection.mmdet.heads import IoUAwareFCOSHead, IoUAwareShared2FCBBoxHead, loss_accepts_iou
@@ -30,10 +29,8 @@ NAMES = ["faster_rcnn_small", "fcos_small"]
 
 
 @pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("coco")
-    make_synthetic_coco(root, num_train=8, num_val=4, seed=0)
-    return find_coco_splits(root)
+def splits(synthetic_coco):
+    return find_coco_splits(synthetic_coco)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,14 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 import rankings
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "rankings.json").read_text())
 
 
+@pytest.mark.slow
 def test_seeded_noisy_digits_search_ends_as_recorded_and_evaluates_no_function_twice(tmp_path):
     rankings.assert_same_ranking(rankings.task_ranking(tmp_path), GOLDEN["noisy-digits"])
     con = sqlite3.connect(tmp_path / "task" / "run.sqlite")

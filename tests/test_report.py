@@ -324,3 +324,54 @@ def test_importing_the_package_leaves_matplotlib_alone():
     code = "import sys, autoloss.report; sys.exit('matplotlib' in sys.modules)"
     root = Path(__file__).resolve().parents[1]  # this checkout, whatever copy of autoloss is installed
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False, timeout=60).returncode == 0
+
+
+# ------------------------------------------------------------------------------------------ seeds and claims
+
+def _seeded_run(tmp_path, genotype, fresh: tuple[float, ...]) -> Path:
+    """A finished run whose baseline has 3 proxy seeds (0.76, 0.74, 0.78) and whose best candidate (proxy
+    0.85 on the seed that ranked it) was confirmed with the fresh seeds ``fresh`` (gates proxy#1, proxy#2...)."""
+    run_dir = tmp_path / "run"
+    with RunStore(run_dir / "run.sqlite") as store:
+        store.save_config(config(generations=2))
+        add_baseline(store)
+        base = store.candidates(BASELINE_GENERATION)[0].id
+        for k, value in ((1, 0.74), (2, 0.78)):
+            store.add_verdict(base, f"proxy#{k}", True, f"fitness {value}", {"fitness": value}, seconds=2.0)
+        texts = {g: add_cse_generation(store, genotype, g, PROXY[g]) for g in PROXY}
+        best = next(c.id for c in store.candidates(1) if c.genotype == texts[1][6])
+        for k, value in enumerate(fresh, 1):
+            store.add_verdict(best, f"proxy#{k}", True, f"fitness {value}", {"fitness": value}, seconds=2.0)
+    return run_dir
+
+
+def test_the_headline_states_a_confirmed_claim_with_its_interval_and_test(tmp_path, genotype, monkeypatch):
+    import autoloss.report.figures as figures
+
+    spans = []
+    real = figures._baseline_line
+    monkeypatch.setattr(figures, "_baseline_line", lambda ax, value, label, sd=None, n=1: (
+        spans.append((value, sd, n)), real(ax, value, label, sd, n))[1])
+    run_dir = _seeded_run(tmp_path, genotype, (0.84, 0.86, 0.85))
+    assert write_report(run_dir)["report"].is_file()
+    md = (run_dir / "report" / "report.md").read_text()
+    head = md.split("## ")[0]
+    # the baseline's mean over 3 seeds, the candidate's fresh seeds, the difference ± se, the bound and the test
+    assert "**Confirmed better than the baseline**" in head
+    assert "0.8500 ± 0.0100 over 3 fresh seeds" in head and "0.7600 ± 0.0200 sd (3 seeds)" in head
+    assert "difference +0.0900 ± 0.0129" in head and "lower bound" in head and "Welch one-sided t-test at level 0.05" in head
+    # every printed fitness with several seeds is mean ± sd (n): the baseline, the confirmed candidate
+    assert "proxy accuracy 0.7600 ± 0.0200 (3)" in md
+    assert "| 1 | 0.8500 ± 0.0082 (4) | +0.0900 |" in md and "better (+0.0900 ± 0.0129, 3 fresh seeds)" in md
+    assert "unconfirmed (one seed)" in md  # the runner-up ran one seed
+    # both fitness plots draw the baseline's mean with its band (sd over its 3 seeds)
+    assert spans.count((pytest.approx(0.76), pytest.approx(0.02), 3)) == 2
+
+
+def test_the_headline_says_plainly_when_nothing_is_distinguishable(tmp_path, genotype):
+    run_dir = _seeded_run(tmp_path, genotype, (0.77, 0.75, 0.76))
+    write_report(run_dir)
+    head = (run_dir / "report" / "report.md").read_text().split("## ")[0]
+    assert "**Nothing confirmed better than the baseline**" in head
+    assert "not distinguishable from the baseline with 3 fresh seeds (difference +0.0000 ± 0.0129" in head
+    assert "Confirmed better" not in head

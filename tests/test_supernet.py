@@ -18,13 +18,7 @@ GENOTYPE = Genotype(normal=(("sep_conv_3x3", 0), ("dil_conv_3x3", 1), ("skip_con
                             ("dil_conv_5x5", 3), ("sep_conv_3x3", 1), ("skip_connect", 4), ("sep_conv_3x3", 2)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny tensors, one torch thread
 
 
 def inputs(channels=4, size=6, seed=0):

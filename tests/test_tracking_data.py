@@ -317,3 +317,145 @@ def test_bad_label_files(split_copy, label, change, expected):
     path = _sequence_folder(split_copy, 2) / label
     path.write_text("\n".join(change(path.read_text().splitlines())) + "\n")
     _one_line_error(lambda: read_sequences(split_copy, "weights"), str(path), expected)
+
+
+# ----------------------------------------------------------------------------------- a GOT-10k download
+
+
+@pytest.fixture(scope="module")
+def got10k_download(tmp_path_factory) -> Path:
+    """A tiny download in GOT-10k's layout: train/ of 10 sequences, val/ of 2."""
+    root = tmp_path_factory.mktemp("got10k")
+    generate_split(root, "weights", sequences=10, frames=4, size=SIZE, folder="train")
+    generate_split(root, "test", sequences=2, frames=4, size=SIZE, folder="val")
+    return root
+
+
+def test_a_got10k_download_is_carved_so_that_val_is_only_the_test(got10k_download, tmp_path):
+    """Issue 24: verify, hold-out and test all read val/ (cells chosen and tested on one split), and a
+    differentiable search found no architecture split. Now verify, hold-out and architecture are seeded,
+    disjoint parts of train/, the weights split the rest, the test val/ alone; the run lists them."""
+    import json
+
+    from autoloss.commands.tracker import Prepared, carve
+    from autoloss.tracking.problem import (ROLES, StageSettings, carve_download, check_data, is_got10k_download,
+                                           resolve_splits)
+    from autoloss.tracking.supernet_model import prepare_architecture_split
+    from autoloss.tracking.train import TrackingSettings
+
+    splits = resolve_splits(got10k_download)
+    assert is_got10k_download(splits) and splits["test"] == "val"
+    assert all(splits[role] != "val" for role in ROLES if role != "test")
+    train = {s.name for s in read_sequences(got10k_download, "train")}
+    val = [s.name for s in read_sequences(got10k_download, "val")]
+
+    prepared = Prepared("dimp_small", TrackingSettings(), StageSettings(), got10k_download, splits)
+    carve(prepared, tmp_path / "run", quiet=True)
+    root = tmp_path / "run" / "splits"
+    assert prepared.data_root == root and prepared.splits == {role: role for role in (*ROLES, "architecture")}
+    parts = {role: [s.name for s in read_sequences(root, role)] for role in prepared.splits}
+    assert parts["test"] == val
+    carved = [set(parts[role]) for role in ("weights", "verify", "holdout", "architecture")]
+    assert all(carved) and set().union(*carved) == train and sum(map(len, carved)) == len(train)  # disjoint, covering
+    assert check_data(root, prepared.splits)["holdout"] == len(parts["holdout"])
+    manifest = json.loads((root / "carve.json").read_text())
+    assert manifest["seed"] == 0 and manifest["sequences"] == {role: parts[role] for role in manifest["sequences"]}
+    # The frames are the download's, through links: nothing copied.
+    assert read_sequences(root, "holdout")[0].frames[0].resolve().parent.parent == (got10k_download / "train").resolve()
+    # A differentiable search's architecture split is there now.
+    prepare_architecture_split({"data_root": str(root), "splits": prepared.splits, "settings": {}})
+
+    # Seeded: the same seed carves the same parts again (re-used), another seed other parts (refused here).
+    again, _ = carve_download(got10k_download, tmp_path / "run", seed=0)
+    assert again == root and [s.name for s in read_sequences(root, "verify")] == parts["verify"]
+    other, _ = carve_download(got10k_download, tmp_path / "other", seed=1)
+    assert any([s.name for s in read_sequences(other, role)] != parts[role] for role in ("verify", "holdout",
+                                                                                          "architecture"))
+    _one_line_error(lambda: carve_download(got10k_download, tmp_path / "run", seed=1), str(root),
+                    "with seed 0", "not overwritten")
+
+
+def test_a_download_too_small_to_carve_is_one_line(tmp_path):
+    from autoloss.tracking.problem import carve_plan
+
+    assert sorted(len(v) for v in carve_plan([f"s{i}" for i in range(4)], 0).values()) == [1, 1, 1, 1]
+    plan = carve_plan([f"s{i}" for i in range(10_000)], 3)
+    assert {role: len(names) for role, names in plan.items()} == {"verify": 180, "holdout": 180, "architecture": 1000,
+                                                                   "weights": 8640}
+    _one_line_error(lambda: carve_plan(["a", "b", "c"], 0), "train/ of 3 sequence(s) is too small", "at least 4")
+
+
+# ------------------------------------------------------------------ hostile data (issue 21, point 4)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A real 8 x 8 PNG whose header (IHDR, CRC fixed) claims ``width`` x ``height`` pixels."""
+    import io
+    import struct
+    import zlib
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format="PNG")
+    data = bytearray(out.getvalue())
+    header = bytes(data[12:16]) + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("side", [30000, 10000])  # PIL: an error beyond 2 x its limit, a warning beyond it
+def test_a_decompression_bomb_header_is_one_line_and_no_warning(split_copy, side):
+    import warnings
+
+    frame = _sequence_folder(split_copy) / "00000002.jpg"
+    frame.write_bytes(_png_claiming(side, side))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning would be printed before the error line
+        _one_line_error(lambda: read_sequences(split_copy, "weights"), "00000002.jpg", "decompression bomb")
+        _one_line_error(lambda: load_frame(frame), "00000002.jpg", "decompression bomb")
+
+
+def test_a_box_of_1e308_is_refused_without_a_numpy_warning(split_copy):
+    import warnings
+
+    _rewrite_line(_sequence_folder(split_copy) / "groundtruth.txt", 2, "1e308,1e308,1e308,1e308")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "overflow encountered in add" came before the error line
+        _one_line_error(lambda: read_sequences(split_copy, "weights"), "line 2", "outside")
+
+
+def _all_roles(root: Path) -> Path:
+    """Four roles (weights, verify, holdout, test) of 2 sequences of FRAMES frames each."""
+    generate_dataset(root, {"weights": 2, "architecture": 0, "holdout": 2, "verify": 2, "test": 2}, FRAMES, SIZE, 0)
+    return root
+
+
+def _keep_first_frame(sequence: Path) -> None:
+    for frame in sorted(sequence.glob("0*.jpg"))[1:]:
+        frame.unlink()
+    for name in ("groundtruth.txt", "cover.label", "absence.label", "cut_by_image.label"):
+        path = sequence / name
+        if path.exists():
+            path.write_text(path.read_text().splitlines()[0] + "\n")
+
+
+def _hide_after_first(sequence: Path) -> None:
+    count = len(list(sequence.glob("0*.jpg")))
+    (sequence / "cover.label").write_text("\n".join(["8"] + ["0"] * (count - 1)) + "\n")
+    (sequence / "absence.label").write_text("\n".join(["0"] + ["1"] * (count - 1)) + "\n")
+
+
+@pytest.mark.parametrize("damage", [_keep_first_frame, _hide_after_first])
+def test_data_without_two_visible_frames_is_refused_by_the_data_check(tmp_path, damage):
+    """The pair sampler needs one sequence with two frames where the target is visible: refused by the
+    check that runs before anything is written (it was a ValueError from the sampler, after the run
+    folder and its lock were made)."""
+    from autoloss.tracking.problem import ROLES, check_data
+
+    root = _all_roles(tmp_path / "data")
+    splits = {role: role for role in ROLES}
+    assert check_data(root, splits)["weights"] == 2
+    for sequence in (root / "weights").iterdir():
+        if sequence.is_dir():
+            damage(sequence)
+    _one_line_error(lambda: check_data(root, splits), "weights", "no sequence has two frames with the target visible")

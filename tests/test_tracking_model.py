@@ -33,13 +33,13 @@ DARTS_V2 = (
 )
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny tensors, one torch thread
+
+
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def seeded():
+    """Every test starts from the same torch seed."""
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
 
 
 # -------------------------------------------------------------------------------- backbone, neck

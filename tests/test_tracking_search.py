@@ -20,7 +20,7 @@ import torch
 from autoloss.cell.representation import HAND, INITIAL, CellRepresentation
 from autoloss.cell.genotype import format_genotype
 from autoloss.engine.store import REFERENCE_GENERATION, RunStore, StoreError
-from cli_helpers import assert_clean_error, autoloss
+from cli_helpers import assert_clean_error, autoloss, run_cli
 
 # A tiny proxy: 64 px crops, C = 8, a few steps; 2 sequences per split of 6 frames.
 TINY = {"channels": 8, "crop_size": 64, "baseline_steps": 3, "baseline_batch": 1, "steps": 4, "batch": 2, "pool": 2,
@@ -46,6 +46,7 @@ def demo_run(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_the_demo_search_runs_end_to_end_and_stores_a_cell_run(demo_run):
     out, result = demo_run
     assert "cells bred" in result.stdout and "(the hand-designed neck)" in result.stdout
@@ -75,6 +76,7 @@ def test_the_demo_search_runs_end_to_end_and_stores_a_cell_run(demo_run):
     assert (out / "baseline_tracker.pt").is_file() and (out / "data" / "holdout" / "list.txt").is_file()
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_to_the_same_result(demo_run, tmp_path):
     reference, _ = demo_run
     data = reference / "data"  # the same synthetic sequences, now given as --data: the demo's run is the reference
@@ -107,6 +109,7 @@ def test_a_killed_search_resumes_to_the_same_result(demo_run, tmp_path):
         assert store.finished_generations() == [0, 1]
 
 
+@pytest.mark.slow
 def test_report_of_a_cell_run_has_ao_per_generation_the_funnel_and_cell_pictures(demo_run, tmp_path):
     out, _ = demo_run
     result = autoloss("report", out, "--out", tmp_path / "report", timeout=TIMEOUT)
@@ -124,6 +127,7 @@ def test_report_of_a_cell_run_has_ao_per_generation_the_funnel_and_cell_pictures
     assert "(`--mos-reference initial`): MOS AO" in text  # the first generation's bar, shown with the baseline
 
 
+@pytest.mark.slow
 def test_export_writes_a_module_that_needs_only_torch(demo_run, tmp_path):
     out, _ = demo_run
     module = tmp_path / "found_cells.py"
@@ -162,6 +166,7 @@ def _torch_path() -> list[str]:
     return [str(Path(torch.__file__).resolve().parents[1])]
 
 
+@pytest.mark.slow
 def test_evaluate_compares_found_cell_hand_neck_and_random_cell(demo_run, tmp_path):
     out, _ = demo_run
     result = autoloss("evaluate", "--tracker", "dimp_small", "--data", out / "data", "--run", out, "--seeds", "2",
@@ -173,20 +178,47 @@ def test_evaluate_compares_found_cell_hand_neck_and_random_cell(demo_run, tmp_pa
     assert all(row.rstrip().endswith("2/2 |") for row in rows[2:])
     assert "±" in rows[2]
     assert (tmp_path / "eval" / "evaluate.md").read_text().count("| found #1") == 1
+    # two seeds each: the table says it cannot claim anything, for the random and the found cell alike
+    assert result.stdout.count("fewer than 3 seeds each, so nothing can be claimed") == 2
+
+
+def test_the_evaluate_table_states_welchs_verdict_against_the_hand_neck():
+    from autoloss.tracking.evaluate import result_table
+
+    variants = [("hand neck (baseline)", "hand"), ("random cell", "r"), ("found #1", "f")]
+    ao = {"hand neck (baseline)": (0.50, 0.52, 0.51), "random cell": (0.50, 0.53, 0.51), "found #1": (0.60, 0.61, 0.62)}
+    results = {(name, s): {"ao": v, "sr50": v, "sr75": v} for name, values in ao.items() for s, v in enumerate(values)}
+    text = "\n".join(result_table(variants, [0, 1, 2], results))
+    assert "| found #1 | 0.610 ± 0.010 |" in text
+    assert "- found #1: better than the baseline: +0.100 ± 0.008 over 3 seeds (Welch one-sided p = " in text
+    assert "- random cell: not distinguishable from the baseline with 3 seeds (difference +0.003 ± 0.011" in text
+    short = "\n".join(result_table(variants, [0, 1], results))
+    assert "- found #1: 2 and 2 finished seeds (difference +0.095): fewer than 3 seeds each, so nothing can be " \
+           "claimed" in short and "better than" not in short
 
 
 # --------------------------------------------------------------------------------------- bad input
 
 
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """The demo's synthetic sequences at the TINY sizes, written here (no search needed to check bad input)."""
+    from autoloss.tracking.train import TrackingSettings, prepare_synthetic_data
+
+    sizes = {key: TINY[key] for key in ("weights_sequences", "holdout_sequences", "test_sequences",
+                                        "verify_sequences", "sequence_frames", "frame_size")}
+    return prepare_synthetic_data(TrackingSettings(**sizes), tmp_path_factory.mktemp("tracking") / "data")
+
+
 @pytest.fixture
-def data_copy(demo_run, tmp_path):
+def data_copy(tiny_data, tmp_path):
     copy = tmp_path / "data"
-    shutil.copytree(demo_run[0] / "data", copy)
+    shutil.copytree(tiny_data, copy)
     return copy
 
 
 def _search(data, out, *extra):
-    return autoloss("search", "--tracker", "dimp_small", "--data", data, "--out", out, *BUDGET, *OPTIONS, *extra)
+    return run_cli("search", "--tracker", "dimp_small", "--data", data, "--out", out, *BUDGET, *OPTIONS, *extra)
 
 
 def _first_sequence(data: Path, split: str = "weights") -> Path:
@@ -223,7 +255,7 @@ def test_frames_that_do_not_decode(data_copy, tmp_path, truncate):
 
 
 def test_a_genotype_that_does_not_parse(data_copy, tmp_path):
-    result = autoloss("evaluate", "--tracker", "dimp_small", "--data", data_copy, "--cell",
+    result = run_cli("evaluate", "--tracker", "dimp_small", "--data", data_copy, "--cell",
                       "Genotype(normal=[('sep_conv_9x9', 0)])", "--out", tmp_path / "eval", *OPTIONS)
     assert_clean_error(result, "genotype")
     assert not (tmp_path / "eval").exists()
@@ -236,20 +268,20 @@ def test_a_checkpoint_that_does_not_fit(data_copy, tmp_path):
     assert_clean_error(result, "does not fit a ResNet-18")
     missing = _search(data_copy, tmp_path / "run", "--backbone-checkpoint", tmp_path / "absent.pth")
     assert_clean_error(missing, "does not exist")
-    r50 = autoloss("search", "--tracker", "dimp_r50", "--data", data_copy, "--out", tmp_path / "run")
+    r50 = run_cli("search", "--tracker", "dimp_r50", "--data", data_copy, "--out", tmp_path / "run")
     assert_clean_error(r50, "--backbone-checkpoint")
     assert not (tmp_path / "run").exists()
 
 
 def test_options_that_do_not_apply(tmp_path):
-    assert_clean_error(autoloss("search", "--tracker", "dimp_small", "--task", "noisy-digits", "--out", tmp_path / "r"),
+    assert_clean_error(run_cli("search", "--tracker", "dimp_small", "--task", "noisy-digits", "--out", tmp_path / "r"),
                        "choose one of")
-    assert_clean_error(autoloss("search", "--tracker", "dimp_small", "--demo", "--space", "reg", "--out", tmp_path / "r"),
+    assert_clean_error(run_cli("search", "--tracker", "dimp_small", "--demo", "--space", "reg", "--out", tmp_path / "r"),
                        "--space applies to loss searches")
-    assert_clean_error(autoloss("search", "--tracker", "dimp_small", "--demo", "--tracker-option", "no_such=1",
-                                "--out", tmp_path / "r"), "unknown --tracker-option")
-    assert_clean_error(autoloss("search", "--task", "noisy-digits", "--tracker-option", "steps=3",
-                                "--out", tmp_path / "r"), "applies to --tracker")
+    assert_clean_error(run_cli("search", "--tracker", "dimp_small", "--demo", "--tracker-option", "no_such=1",
+                               "--out", tmp_path / "r"), "unknown --tracker-option")
+    assert_clean_error(run_cli("search", "--task", "noisy-digits", "--tracker-option", "steps=3",
+                               "--out", tmp_path / "r"), "applies to --tracker")
     assert not (tmp_path / "r").exists()
 
 

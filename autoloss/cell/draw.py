@@ -117,5 +117,6 @@ def draw_cell(genotype: Genotype, path: str | Path, input_names: tuple[str, str]
     if title:
         ax.set_title(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    from autoloss.files import write_atomic
+
+    return write_atomic(path, lambda file: fig.savefig(file, dpi=110, format="png"))

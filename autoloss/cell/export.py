@@ -3,8 +3,11 @@
 The written module needs only torch. Its source is :data:`TEMPLATE` (written here, not copied at run
 time from the package) followed by the genotypes, printed from validated data (operation names from
 :data:`~autoloss.cell.genotype.PRIMITIVES`, integer inputs): nothing is evaluated, neither here nor
-in the module. Its modules mirror :mod:`autoloss.cell.operations` and :class:`autoloss.cell.model.Cell`
-(the same layers, in the same order, under the same names), so a state dict of a cell trained here
+in the module. What comes from the run's store or its folder's name (the metric, the ranking stage,
+the tracker, the run's name and path) enters the source only through :mod:`autoloss.source_text` (a
+literal, or a plain word in prose), and whole in ``RUN``. Its modules mirror
+:mod:`autoloss.cell.operations` and :class:`autoloss.cell.model.Cell` (the same layers, in the same
+order, under the same names), so a state dict of a cell trained here
 loads into the exported one.
 """
 
@@ -17,6 +20,8 @@ from pathlib import Path
 
 from autoloss.cell.genotype import Genotype, check, format_genotype
 from autoloss.errors import UserError
+from autoloss.files import path_error, write_atomic
+from autoloss.source_text import ascii_label, data_lines, literal, mention, module_name
 
 TEMPLATE = '''"""{title}
 
@@ -156,39 +161,48 @@ def _identifier(text: str) -> str:
     return name
 
 
-def module_source(cells: list[ExportedCell], title: str, module: str) -> str:
-    """The module's text: the template, then ``GENOTYPES`` and ``DARTS_TEXT`` printed from checked data."""
+def module_source(cells: list[ExportedCell], title: str, module: str, run: dict | None = None) -> str:
+    """The module's text: the template, then ``RUN`` (where the cells come from, as data), ``GENOTYPES``
+    and ``DARTS_TEXT`` printed from checked data. ``title`` and the cells' titles become a docstring and
+    comments: they hold stored text only as :func:`~autoloss.source_text.literal` (a ValueError otherwise)."""
     if not cells:
         raise UserError("no cell to export")
-    source = TEMPLATE.format(title=title.replace('"""', "'''"), module=module, first=cells[0].name)
-    lines = ["", "", "# The exported cells: name -> 8 (operation, input) pairs, two per node (nodes 0..3).",
-             "GENOTYPES = {"]
+    for text in [title, *(cell.title for cell in cells)]:
+        if not text.isprintable() or '"""' in text:
+            raise ValueError(f"a title for generated source holds raw text: {text[:80]!r}")
+    source = TEMPLATE.format(title=title, module=module, first=cells[0].name)
+    lines = []
+    if run:
+        lines += ["", "", "# Where the cells come from (the run's folder and what its store says), as data.",
+                  *data_lines("RUN", run)]
+    lines += ["", "", "# The exported cells: name -> 8 (operation, input) pairs, two per node (nodes 0..3).",
+              "GENOTYPES = {"]
     for cell in cells:
         check(cell.genotype)
         pairs = ", ".join(f"({op!r}, {int(source)})" for op, source in cell.genotype.normal)
         lines.append(f"    # {cell.title}")
-        lines.append(f"    {cell.name!r}: [{pairs}],")
+        lines.append(f"    {literal(cell.name)}: [{pairs}],")
     lines += ["}", "", "# The same cells in the DARTS Genotype text form (autoloss parses it back).", "DARTS_TEXT = {"]
-    lines += [f"    {cell.name!r}: {format_genotype(cell.genotype)!r}," for cell in cells]
+    lines += [f"    {literal(cell.name)}: {literal(format_genotype(cell.genotype))}," for cell in cells]
     lines += ["}", ""]
     return source + "\n".join(lines)
 
 
-def write_module(cells: list[ExportedCell], path: Path, title: str) -> Path:
+def write_module(cells: list[ExportedCell], path: Path, title: str, run: dict | None = None) -> Path:
+    """Write the module to ``path`` atomically (its name checked by the loss exporter's rule)."""
     path = Path(path)
-    if path.suffix != ".py":
-        raise UserError(f"the export goes to a .py file, got {path}")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", path.stem) or keyword.iskeyword(path.stem):
-        raise UserError(f"{path.name} cannot be imported: the module name must be a Python identifier")
-    if path.exists() and path.is_dir():
-        raise UserError(f"cannot write {path}: it is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(module_source(cells, title, path.stem), encoding="utf-8")
-    return path
+    source = module_source(cells, title, module_name(path), run)
+    try:
+        if path.is_dir():
+            raise UserError(f"cannot write {path}: it is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise path_error(path, exc) from None
+    return write_atomic(path, source)
 
 
 def export_run(run_dir, top: int = 1, out=None, name: str | None = None, include_worse: bool = False,
-               **_) -> CellExport:
+               include_unconfirmed: bool = False, **_) -> CellExport:
     """The ``top`` best cells of a cell search run (by its ranking stage) as one module; see :class:`CellExport`.
 
     As for losses, only cells that beat the baseline (the hand-designed neck) on the ranking stage are
@@ -207,24 +221,33 @@ def export_run(run_dir, top: int = 1, out=None, name: str | None = None, include
     from autoloss.cell.genotype import parse_genotype
 
     prefix = _identifier(name) if name else "cell"
-    run_name = _identifier(record.run_dir.resolve().name or "run")
+    folder = record.run_dir.resolve().name
+    run_name = ascii_label(folder)
     cells = []
     baseline = next((c for c in record.candidates(BASELINE_GENERATION)), None)
     base = record.verdict(baseline.id, record.ranking) if baseline is not None else None
     base_score = base.metrics.get("fitness") if base is not None and base.status == "ok" else None
-    base_text = f"; the baseline ({baseline.genotype}) {base_score:.4f}" if base_score is not None else ""
+    base_text = f"; the baseline ({mention(baseline.genotype)}) {base_score:.4f}" if base_score is not None else ""
+    claims = record.claims()
     ranked, notes = beating_baseline(ranked, lambda item: item[1].metrics.get("fitness"), base_score, include_worse,
-                                     ("cell", "cells"), record.run_dir, f"{record.ranking} {record.metric}")
+                                     ("cell", "cells"), record.run_dir, f"{record.ranking} {record.metric}",
+                                     claim=lambda item: claims.get(item[0].id), include_unconfirmed=include_unconfirmed)
     for rank, (row, verdict) in enumerate(ranked, 1):
         score = verdict.metrics.get("fitness")
         worse = "; WORSE THAN THE BASELINE" if base_score is not None and score <= base_score else ""
-        title = (f"rank {rank} of run {record.run_dir.name}: {record.ranking} {record.metric} "
+        claim = claims.get(row.id)
+        worse += (f"; confirmed {claim.text()}" if claim is not None and claim.better else
+                  f"; UNCONFIRMED: {claim.text() if claim is not None and claim.candidate.n else 'one seed'}")
+        title = (f"rank {rank} of run {mention(folder)}: {mention(record.ranking)} {mention(record.metric)} "
                  f"{score:.4f}{base_text}{worse}; generation {row.generation + 1} #{row.index}")
         cells.append(ExportedCell(f"{prefix}{rank}", parse_genotype(row.genotype), title))
     if len(ranked) < top:
         notes.append(f"the run has {len(ranked)} searched cell(s) with a result, fewer than --top {top}")
     path = Path(out) if out else record.run_dir / "export" / f"autoloss_cells_{run_name}.py"
-    task = record.config.get("task") or {}
-    title = (f"Neck cells found by autoloss (run {record.run_dir.name}, tracker {task.get('tracker', '?')}, "
-             f"metric {record.metric})")
-    return CellExport(write_module(cells, path, title), cells, notes)
+    task = record.config.get("task") if isinstance(record.config.get("task"), dict) else {}
+    tracker = task.get("tracker") if isinstance(task.get("tracker"), str) else "?"
+    title = (f"Neck cells found by autoloss (run {mention(folder)}, tracker {mention(tracker)}, "
+             f"metric {mention(record.metric)})")
+    run = {"run": folder, "run_dir": str(record.run_dir.resolve()), "tracker": tracker, "metric": record.metric,
+           "ranking": record.ranking}
+    return CellExport(write_module(cells, path, title, run), cells, notes)

@@ -43,6 +43,7 @@ NODES = 4
 EDGES = 2 * NODES
 CONCAT = tuple(range(2, 2 + NODES))
 MAX_TEXT = 5000  # characters: a genotype prints in about 400
+MAX_CONCAT = 64  # entries a range(start, stop) in a concat may expand to
 
 Pair = tuple[str, int]
 
@@ -140,7 +141,7 @@ _TOKEN = re.compile(r"""
   | (?P<int>\d+)
   | (?P<string>'[^'\\\n]*'|"[^"\\\n]*")
   | (?P<punct>[()\[\],=])
-""", re.VERBOSE)
+""", re.VERBOSE | re.ASCII)  # ASCII only: an Arabic-Indic one (U+0661) is not the input 1, as in expressions
 
 _FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
 
@@ -253,6 +254,9 @@ class _Parser:
             self.take(",", what="',' (range(start, stop))")
             stop = self.integer()
             self.take(")", what="')' (range(start, stop))")
+            if stop - start > MAX_CONCAT:
+                raise GenotypeError(f"genotype: range({start}, {stop}) has {stop - start} entries; a concat lists the "
+                                    f"{NODES} nodes, {list(CONCAT)}")
             return tuple(range(start, stop))
         return tuple(self.sequence(self.integer))
 

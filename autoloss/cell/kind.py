@@ -63,8 +63,10 @@ class CellDescriber:
         return draw_cell(genotype, path, title=title)
 
 
-def export_run(run_dir, top: int = 1, out=None, name=None, include_worse: bool = False, **_):
+def export_run(run_dir, top: int = 1, out=None, name=None, include_worse: bool = False,
+               include_unconfirmed: bool = False, **_):
     """The best ``top`` cells of the run as a standalone PyTorch module (:func:`autoloss.cell.export.export_run`)."""
     from autoloss.cell.export import export_run as export  # heavy: torch
 
-    return export(run_dir, top=top, out=out, name=name, include_worse=include_worse)
+    return export(run_dir, top=top, out=out, name=name, include_worse=include_worse,
+                  include_unconfirmed=include_unconfirmed)

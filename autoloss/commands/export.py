@@ -36,6 +36,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     export.add_argument("--include-worse", action="store_true",
                         help="also export losses (or cells) that did not beat the baseline on the proxy (each says so); "
                              "without it a run where nothing beat the baseline exports nothing (exit 1)")
+    export.add_argument("--include-unconfirmed", action="store_true",
+                        help="also export losses (or cells) above the baseline's mean that the confirmation did not "
+                             "show better (fewer than 3 fresh seeds, or Welch's one-sided test not passed); each is "
+                             "marked UNCONFIRMED in its docstring")
     export.set_defaults(handler=run_export)
     return export
 
@@ -47,7 +51,8 @@ def run_export(args: argparse.Namespace) -> int:
             if args.space or args.detector:
                 raise UserError(f"--space and --detector apply to loss runs; {args.run_dir} is a {record.kind} run")
             result = registry.kind(record.kind).export_run(args.run_dir, top=args.top, out=args.out, name=args.name,
-                                                            include_worse=args.include_worse)
+                                                            include_worse=args.include_worse,
+                                                            include_unconfirmed=args.include_unconfirmed)
             print(result.summary())
             return 0
     from autoloss.detection.export.exporter import export_expression, export_run  # heavy: torch
@@ -65,7 +70,7 @@ def run_export(args: argparse.Namespace) -> int:
         if args.space:
             raise UserError("--space applies to --expression; a run's losses keep the run's space")
         result = export_run(args.run_dir, top=args.top, out=args.out, name=args.name, detector=args.detector,
-                            include_worse=args.include_worse)
+                            include_worse=args.include_worse, include_unconfirmed=args.include_unconfirmed)
         source = f"run {args.run_dir}"
     else:
         raise UserError("nothing to export: give a run directory (RUN_DIR) or --expression EXPR")
@@ -76,6 +81,8 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"wrote {result.module_path}: {count} loss{'es' if count > 1 else ''} from {source}")
     for loss in result.losses:
         print(f"  {loss.class_name}: {loss.title}\n      {to_infix(loss.node)}")
+        if "UNCONFIRMED" in loss.title and "WORSE THAN THE BASELINE" not in loss.title:
+            print(f"  warning: {loss.class_name} is not confirmed better than the baseline (see its docstring)")
         if "WORSE THAN THE BASELINE" in loss.title:
             print(f"  warning: {loss.class_name} scored below the baseline on the proxy; prefer the baseline")
     print(f"wrote {result.config_path}: the config fragment\n")

@@ -18,14 +18,16 @@ from autoloss.commands import tracker as tracking
 from autoloss.commands.options import bounded_int, finite_float, finite_positive
 from autoloss.differentiable.strategies import CLI_OPTIONS, DEMO_BUDGET as DEMO_DIFFERENTIABLE, is_differentiable
 from autoloss.engine import registry
+from autoloss.engine.confirmation import ConfirmSettings, outcome_lines
+from autoloss.engine.evidence import method_text
 from autoloss.engine.executors import make_executor
 from autoloss.engine.lock import RunLock
 from autoloss.engine.progress import Progress
 from autoloss.engine.schedulers import SCHEDULERS
-from autoloss.engine.store import RunStore, StoreError
+from autoloss.engine.store import RunStore, StoreError, check_metrics
 from autoloss.engine.study import Study, check_resume, run_config
 from autoloss.errors import UserError
-from autoloss.files import writable_dir
+from autoloss.files import exists, writable_dir
 from autoloss.strategies.cse import CseOptions
 
 DEMO_BUDGET = {"population": 24, "generations": 2, "top_k": 2, "parents": 2, "max_mos": 4}
@@ -33,6 +35,16 @@ DEMO_ITERS = {"proxy_iters": 200, "mos_iters": 30}
 DEMO_DETECTORS = {"faster_rcnn": "faster_rcnn_small", "fcos": "fcos_small"}
 # The tracking demo: 2 workers on 2 cores, MOS a few seconds, a proxy about 20 s.
 DEMO_TRACKING_BUDGET = {"population": 10, "generations": 4, "top_k": 3, "parents": 3, "mos_margin": 0.02}
+# The demo's confirmation: the best 2 losses, seeds 0 to 3 each (3 fresh), at most 6 proxy runs (~3 min on 2 cores).
+DEMO_CONFIRM = {"confirm_top": 2, "confirm_seeds": 4, "confirm_budget": 6}
+# The baseline's seeds on the ranking stage (the proxy's noise): detectors and trackers are noisy (the demo
+# detector's AP varies by several points between seeds). noisy-digits: see NOISY_DIGITS_BASELINE_SEEDS.
+BASELINE_SEEDS = 3
+# noisy-digits: its baseline's accuracy over seeds 0..4 was 0.756 ± 0.028 sd (docs/benchmarks.md, "Proxy
+# noise"; one seed at 0.706), against 0.17 between the means of CE and the MAE-like loss: small beside
+# the best losses' lead, but as large as the differences between good losses, so not negligible: 3 seeds,
+# which cost 2 more proxy runs of about 2 s each.
+NOISY_DIGITS_BASELINE_SEEDS = 3
 MAX_WORKERS = 256
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds must fit
 
@@ -103,6 +115,21 @@ def add_parser(commands) -> argparse.ArgumentParser:
     evo.add_argument("--max-evaluations", type=count,
                      help="stop once this many proxy evaluations are stored (default: no cap)")
     evo.add_argument("--seed", type=bounded_int("--seed", 0, MAX_SEED), default=0)
+    sure = search.add_argument_group("evidence (how sure the search is: seeds, confirmation)")
+    sure.add_argument("--baseline-seeds", type=bounded_int("--baseline-seeds", 1, 1000),
+                      help=f"seeds of the baseline on the ranking stage: the proxy's noise, stored and shown "
+                           f"(default: {BASELINE_SEEDS})")
+    sure.add_argument("--confirm-top", type=bounded_int("--confirm-top", 0, 1000),
+                      help="before the search ends, retrain this many of the best candidates with fresh seeds, as a "
+                           "race; 0 turns confirmation off (default: 3; --demo: 2)")
+    sure.add_argument("--confirm-seeds", type=bounded_int("--confirm-seeds", 1, 1000),
+                      help="seeds per confirmed candidate at most, the one that ranked it included (default: 5; "
+                           "--demo: 4); a claim of 'better' needs 3 fresh ones")
+    sure.add_argument("--confirm-budget", type=bounded_int("--confirm-budget", 1, 1_000_000),
+                      help="confirmation evaluations at most (default: top x (seeds - 1); --demo: 6)")
+    sure.add_argument("--confirm-every-generation", action="store_true",
+                      help="also confirm after each generation (generational mode), so the next parents and MOS "
+                           "bar come from confirmed means")
     diff = search.add_argument_group("differentiable search (--strategy darts, darts2, ms-darts; --tracker)")
     diff.add_argument("--epochs", type=count, help="epochs per seed (default: 70, CHASE's)")
     diff.add_argument("--seeds", type=count, help="independent searches, one worker each; the winner by hold-out "
@@ -118,9 +145,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
     diff.add_argument("--holdout-batches", type=count, help="hold-out batches per epoch's losses (default: 8)")
     diff.add_argument("--weight-lr", type=finite_positive("--weight-lr"), help="Adam on the weights (default: "
                                                                                 "the tracker's lr)")
+    diff.add_argument("--weight-schedule", choices=["cosine", "constant"],
+                      help="the weights' learning rate over the epochs: cosine annealing to 0 (CHASE's paper) or "
+                           "constant (default: cosine; a run stored before this option existed resumes with "
+                           "--weight-schedule constant)")
     diff.add_argument("--arch-lr", type=finite_positive("--arch-lr"), help="Adam on alpha (default: 3e-4)")
     diff.add_argument("--eigenvalue", action=argparse.BooleanOptionalAction, default=None,
-                      help="log the dominant Hessian eigenvalue per epoch (default: on)")
+                      help="log the largest eigenvalue of the architecture loss's Hessian in alpha per epoch "
+                           "(exact, eval mode; default: on)")
     diff.add_argument("--share-gradient", action=argparse.BooleanOptionalAction, default=None,
                       help="darts2: one weight gradient for the virtual and the real weight step, 4 passes per "
                            "iteration instead of 5 (default: on)")
@@ -174,6 +206,24 @@ def strategy_options(args: argparse.Namespace):
     return cls(cls.Options(**given))
 
 
+def evidence_options(args: argparse.Namespace) -> tuple[int, ConfirmSettings]:
+    """The baseline's seeds and the confirmation settings from the command line (the --demo's where not given)."""
+    demo = DEMO_CONFIRM if args.demo else {}
+    given = {name: getattr(args, name, None) for name in ("confirm_top", "confirm_seeds", "confirm_budget")}
+    given = {name: value if value is not None else demo.get(name) for name, value in given.items()}
+    defaults = ConfirmSettings()
+    settings = ConfirmSettings(top=defaults.top if given["confirm_top"] is None else given["confirm_top"],
+                               seeds=given["confirm_seeds"] or defaults.seeds, budget=given["confirm_budget"],
+                               every_generation=bool(getattr(args, "confirm_every_generation", False)))
+    settings.validate()
+    if settings.every_generation and (args.mode != "generational" or is_differentiable(args.strategy)):
+        raise UserError("--confirm-every-generation applies to the generational mode of an evolved search")
+    seeds = getattr(args, "baseline_seeds", None)
+    if seeds is None:
+        seeds = NOISY_DIGITS_BASELINE_SEEDS if args.task else BASELINE_SEEDS
+    return seeds, settings
+
+
 def run_search(args: argparse.Namespace) -> int:
     if sum(1 for target in (args.detector, args.task, args.tracker) if target) > 1:
         raise UserError("choose one of --task, --detector and --tracker")
@@ -190,6 +240,7 @@ def run_search(args: argparse.Namespace) -> int:
             if getattr(args, option):
                 raise UserError(f"--{option.replace('_', '-')} applies to --tracker searches")
     strategy = strategy_options(args)
+    baseline_seeds, confirmation = evidence_options(args)
     own = getattr(strategy, "scheduler", None)  # a differentiable strategy's own scheduler
     mode = own.name if own else args.mode
     branch = args.branch or "cls"
@@ -204,7 +255,7 @@ def run_search(args: argparse.Namespace) -> int:
         default_out = f"runs/{'demo-' if args.demo else ''}{name}-{branch}-{args.strategy}-seed{args.seed}"
     out = Path(args.out or default_out)
     db = out / "run.sqlite"
-    if out.exists() and not out.is_dir():
+    if exists(out, "run directory") and not out.is_dir():
         raise UserError(f"cannot use {out} as the run directory: it exists and is not a directory")
     if db.exists() and not args.resume:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
@@ -216,6 +267,16 @@ def run_search(args: argparse.Namespace) -> int:
         problem, extra = _task_problem(args, branch)
     if args.tracker:
         prepared = tracking.prepare(args)  # data, checkpoint and settings checked; nothing written
+        if is_differentiable(args.strategy):
+            tracking.check_differentiable_data(prepared, strategy.options.holdout_batches)
+    if args.detector and args.demo and not args.data:
+        from autoloss.detection.synthetic import check_folder  # numpy, PIL: only for --demo
+
+        check_folder(out / "data")  # a folder of the user's files is refused before anything is written
+    if args.tracker and args.demo:
+        from autoloss.tracking.synthetic import check_folders
+
+        check_folders(out / "data")  # the same rule for the tracking demo's data
     out = writable_dir(out)
     lock = RunLock(out).acquire()
     try:
@@ -234,14 +295,17 @@ def run_search(args: argparse.Namespace) -> int:
             try:
                 study = Study(problem, strategy, store, executor,
                               Progress(enabled=not args.quiet, metric=problem.metric, heartbeat_dir=out / "work"),
-                              seed=args.seed, scheduler=mode, extra_config=extra)
+                              seed=args.seed, scheduler=mode, extra_config=extra,
+                              baseline_seeds=baseline_seeds, confirmation=confirmation)
             except StoreError:
                 raise
             except ValueError as exc:  # the stored config differs from these options
                 raise UserError(f"cannot resume {out} with different options: {exc}") from None
-            result = (own or SCHEDULERS[args.mode])().run(study, strategy)
+            scheduler = (own or SCHEDULERS[args.mode])()
+            result = scheduler.run(study, strategy)
             _print_result(result, problem, study)
             failure = None if result.baseline is not None else _baseline_failure(study)
+            nothing = None if failure is not None else _search_failure(result, study, scheduler, strategy)
         finally:
             executor.close()
             store.close()
@@ -250,6 +314,8 @@ def run_search(args: argparse.Namespace) -> int:
     if failure is not None:
         raise SearchFailed(f"the baseline failed, so nothing else was evaluated: {failure} "
                            f"(store: {db}; a resume retries a timeout or a crash)")
+    if nothing is not None:
+        raise SearchFailed(f"no candidate finished: {nothing} (store: {db})")
     return 0
 
 
@@ -266,8 +332,10 @@ def _check_resumable(db: Path) -> None:
             if store.load_config() is None:
                 raise UserError(f"cannot resume: {db} holds no run config (the search never started)")
             store.candidates()
-            store.verdicts()
+            for verdict in store.verdicts():  # the run reader's rule: metrics read as numbers are numbers
+                check_metrics(verdict.metrics, f"the verdict of candidate {verdict.candidate_id} at {verdict.gate[:40]!r}")
             store.generations_summaries()
+            store.states()  # the engine's state, read on resume: each value must be JSON
     except StoreError as exc:
         raise StoreError(str(exc) if str(db) in str(exc) else f"{db}: {exc}") from None
 
@@ -339,13 +407,17 @@ def _print_result(result, problem, study) -> None:
     representation, metric = problem.representation, problem.metric
     noun = "cell" if representation.kind == "cell" else "loss"
     base = result.baseline.fitness if result.baseline else None
-    print(f"\nbest {noun}{'s' if noun == 'cell' else 'es'} by {metric} ({result.proxy_evaluations} proxy evaluations "
-          f"this session; store: {study.store.path})")
+    seeds = getattr(study, "seed_evaluations", 0)
+    extra = f" and {seeds} with further seeds (the baseline's, the confirmation's)" if seeds else ""
+    print(f"\nbest {noun}{'s' if noun == 'cell' else 'es'} by {metric} ({result.proxy_evaluations} proxy evaluations"
+          f"{extra} this session; store: {study.store.path})")
     if noun == "cell":
         print("  " + tracking.evaluated_counts(study.store, study.stages))
     if base is not None:
-        print(f"  baseline {metric} {base:.4f}  {result.baseline.genotype}"
+        print(f"  baseline {metric} {result.baseline.score_text}  {result.baseline.genotype}"
               + ("  (the hand-designed neck)" if noun == "cell" else ""))
+        if result.baseline.seeds < 2:
+            print("  (the baseline ran one seed: the proxy's noise is not measured; --baseline-seeds 3 measures it)")
     else:
         print(f"  baseline: no {metric} ({_baseline_failure(study)})")
     found = [b for b in result.best if b.generation >= 0][:5]
@@ -356,11 +428,63 @@ def _print_result(result, problem, study) -> None:
               f"(a larger --population and more --generations search further)")
     for rank, item in enumerate(found, 1):
         delta = f" ({item.fitness - base:+.4f})" if base is not None else ""
-        worse = "  [worse than the baseline]" if base is not None and item.fitness < base else ""
         described = representation.describe(representation.parse(item.genotype))
         infix = described.get("infix") or described.get("summary", "")
-        print(f"  {rank}. {metric} {item.fitness:.4f}{delta}  gen {item.generation + 1}  {item.genotype}{worse}"
-              + (f"\n       {infix}" if infix else ""))
+        claim = study.claim(item.candidate_id) if base is not None else None
+        said = (f"\n       {claim.text()}" if claim is not None and claim.candidate.n
+                else f"\n       unconfirmed: one seed, not evidence (the proxy's noise is ± {result.baseline.sd:.4f})"
+                if base is not None and result.baseline.sd is not None else "")
+        print(f"  {rank}. {metric} {item.score_text}{delta}  gen {item.generation + 1}  {item.genotype}"
+              + (f"\n       {infix}" if infix else "") + said)
+    if result.confirmation:
+        print()
+        for line in outcome_lines(result.confirmation, metric):
+            print("  " + line)
+    if base is not None:
+        print("\n" + _verdict_line(result, study, noun, metric))
+        print(f"  ({method_text()})")
+
+
+def _verdict_line(result, study, noun: str, metric: str) -> str:
+    """The search's last word: what was confirmed better than the baseline, and with what interval."""
+    outcome = result.confirmation
+    if not outcome:
+        if study.confirmation is None or not study.confirmation.enabled:
+            return (f"not confirmed: confirmation was off (--confirm-top 0), so no {noun} is claimed better than the "
+                    "baseline; each result above is one seed")
+        return f"not confirmed: no searched {noun} has a proxy {metric} to confirm"
+    rows = {row["id"]: row for row in outcome["candidates"]}
+    confirmed = [rows[cid] for cid in outcome["confirmed"]]
+    if confirmed:
+        best = max(confirmed, key=lambda r: r["mean"])
+        return (f"confirmed: candidate {best['id']} {best['genotype']} is {best['claim']}; one-sided "
+                f"{100 * (1 - outcome['alpha']):.0f}% lower bound of the difference {best['lower']:+.4f}")
+    winner = rows.get(outcome["winner"]) if outcome["winner"] is not None else None
+    if winner is None:
+        return f"not confirmed: every confirmed {noun} left the race below the baseline or the leader"
+    return f"not confirmed: the best {noun} after confirmation, candidate {winner['id']}, is {winner['claim']}"
+
+
+def _search_failure(result, study, scheduler, strategy) -> str | None:
+    """Why a search whose baseline ran found no candidate, when that is because every evaluation failed
+    (the scheduler's own account first, e.g. a differentiable search whose every epoch timed out or
+    diverged); None when a candidate finished, or when nothing failed (every candidate was rejected)."""
+    if any(item.generation >= 0 for item in result.best):
+        return None
+    account = getattr(scheduler, "failure_summary", None)
+    reason = account(study, strategy) if account is not None else None
+    if reason:
+        return reason
+    stages = {stage.name for stage in study.stages}
+    searched = {row.id for row in study.store.candidates() if row.generation >= 0}
+    verdicts = [v for v in study.store.verdicts() if v.candidate_id in searched and v.gate in stages]
+    if not verdicts or any(v.status == "ok" for v in verdicts):
+        return None
+    counts: dict[str, int] = {}
+    for verdict in verdicts:
+        counts[verdict.status] = counts.get(verdict.status, 0) + 1
+    return (f"every evaluation failed ({', '.join(f'{status} {n}' for status, n in counts.items())}), e.g. "
+            f"{verdicts[0].gate}: {verdicts[0].reason[:300]}")
 
 
 def _baseline_failure(study) -> str:

@@ -20,10 +20,11 @@ from autoloss.engine.executors import Job, make_executor, visible_gpus
 from autoloss.engine.runs import open_run
 from autoloss.engine.store import BASELINE_GENERATION
 from autoloss.errors import UserError
-from autoloss.files import writable_dir
+from autoloss.files import writable_dir, write_atomic
 from autoloss.tracking.evaluate import evaluate_markdown, result_table, reusable_demo_data
-from autoloss.tracking.problem import (BASELINE_FILE, ROLES, StageSettings, apply_options, check_data, evaluate,
-                                       resolve_splits, tracker, tracking_problem)
+from autoloss.tracking.problem import (BASELINE_FILE, ROLES, StageSettings, apply_options, carve_download, check_data,
+                                       evaluate, is_got10k_download, resolve_splits, tracker, tracking_problem,
+                                       usable_frames)
 
 LOSS_OPTIONS = ("branch", "space", "proxy_iters", "mos_iters", "batch_size", "steps", "iou")
 SPACE_NAME = "DARTS cell: 4 nodes of 2 edges, 8 operations"
@@ -39,7 +40,7 @@ class Prepared:
     settings: object  # TrackingSettings
     stages: StageSettings
     data_root: Path | None  # None: the demo's, generated into the run directory
-    splits: dict
+    splits: dict  # role -> folder of data_root (a GOT-10k download's until :func:`carve` replaces both)
 
 
 def _check_common(args, command: str) -> None:
@@ -79,6 +80,9 @@ def prepare(args) -> Prepared:
     settings, stages = apply_options(spec.settings, StageSettings(), getattr(args, "tracker_option", None))
     if args.backbone_checkpoint:
         settings = dataclasses.replace(settings, backbone_checkpoint=check_checkpoint(settings, args.backbone_checkpoint))
+    from autoloss.tracking.train import check_memory  # heavy: torch (the settings' module imports it already)
+
+    check_memory(settings, default_workers(getattr(args, "workers", None)), stages.mos_steps)
     data_root, splits = None, {role: role for role in ROLES}
     if not args.demo:
         data_root = Path(args.data).expanduser().resolve()
@@ -87,18 +91,73 @@ def prepare(args) -> Prepared:
     return Prepared(args.tracker, settings, stages, data_root, splits)
 
 
+def check_differentiable_data(prepared: Prepared, holdout_batches: int) -> None:
+    """What a differentiable search needs of the data, checked before anything is written: an
+    architecture split (alpha trains on it; written only into a synthetic data set, as
+    :func:`autoloss.tracking.supernet_model.prepare_architecture_split` does), and --holdout-batches
+    bounded by the data: at most one batch per frame of the hold-out split with the target visible
+    (more only re-draws the same frames, and each costs the backbone's maps of its crops first)."""
+    if prepared.data_root is not None:
+        from autoloss.tracking.dataset import read_sequences
+
+        root = prepared.data_root
+        folder = prepared.splits.get("architecture", "architecture")
+        if (root / folder / "list.txt").is_file():
+            if not any(usable_frames(s) >= 2 for s in read_sequences(root, folder, check_frames=False)):
+                raise UserError(f"{root / folder}: no sequence has two frames with the target visible (alpha trains "
+                                "on pairs of frames of this split)")
+        elif folder != "architecture" or not (root / "weights" / "synthetic.json").is_file():
+            raise UserError(f"a differentiable search needs an 'architecture' split: {root / folder} holds no list.txt "
+                            "(alpha is trained on it, the weights on 'weights'; only a synthetic data set gets one "
+                            "written)")
+    check_holdout_batches(prepared, holdout_batches)
+
+
+def check_holdout_batches(prepared: Prepared, batches: int) -> None:
+    """--holdout-batches bounded by the data (see :func:`check_differentiable_data`)."""
+    if prepared.data_root is None:  # the demo's: generated from the settings
+        frames = prepared.settings.holdout_sequences * prepared.settings.sequence_frames
+        where = f"the demo's hold-out split ({prepared.settings.holdout_sequences} sequences of " \
+                f"{prepared.settings.sequence_frames} frames)"
+    else:
+        from autoloss.tracking.dataset import read_sequences
+
+        folder = prepared.splits["holdout"]
+        frames = sum(usable_frames(s) for s in read_sequences(prepared.data_root, folder, check_frames=False))
+        where = f"{prepared.data_root / folder} ({frames} frames with the target visible)"
+    if batches > frames:
+        raise UserError(f"--holdout-batches {batches} is more than the {frames} distinct hold-out batches of {where}: "
+                        f"give at most {frames}")
+
+
 def _say(quiet: bool, text: str) -> None:
     if not quiet:
         print(text, flush=True)
 
 
+def carve(prepared: Prepared, out: Path, quiet: bool = False) -> None:
+    """A GOT-10k download: its verify, hold-out and architecture sequences carved out of train/ (seeded by
+    the settings' ``data_seed``) into OUT/splits, val/ kept for the test; ``prepared`` then reads those."""
+    if prepared.data_root is None or not is_got10k_download(prepared.splits):
+        return
+    download = prepared.data_root
+    prepared.data_root, prepared.splits = carve_download(download, out, prepared.settings.data_seed)
+    counts = {role: len((prepared.data_root / role / "list.txt").read_text(encoding="utf-8").split())
+              for role in prepared.splits}
+    _say(quiet, f"GOT-10k download {download}: " + ", ".join(f"{counts[role]} {role}" for role in prepared.splits)
+                + f" sequences (test = val/, the rest carved out of train/ with seed {prepared.settings.data_seed}), "
+                f"listed in {prepared.data_root}")
+
+
 def materialise(prepared: Prepared, out: Path, quiet: bool = False,
                 baseline_path: Path | None = None) -> tuple[Path, Path]:
-    """The data root (the demo's generated under OUT/data) and the trained (or re-used) baseline checkpoint."""
+    """The data root (the demo's generated under OUT/data; a GOT-10k download's carved into OUT/splits) and
+    the trained (or re-used) baseline checkpoint."""
     import torch  # heavy: torch
 
     from autoloss.tracking.train import prepare_synthetic_data, train_baseline  # heavy: torch
 
+    carve(prepared, out, quiet)
     settings = prepared.settings
     data_root = prepared.data_root
     if data_root is None:
@@ -160,8 +219,14 @@ def _cells_from_run(run_dir: str, top: int) -> list[tuple[str, str]]:
     best = [(row, verdict) for row, verdict in record.best(record.ranking, top + 1) if row.generation != BASELINE_GENERATION]
     if not best:
         raise UserError(f"{run_dir} holds no cell with a proxy result yet")
-    return [(f"found #{rank} (AO {verdict.metrics['fitness']:.3f} on the proxy)", row.genotype)
-            for rank, (row, verdict) in enumerate(best[:top], 1)]
+    cells = []
+    for rank, (row, verdict) in enumerate(best[:top], 1):
+        try:  # checked before anything is trained, as --cell is
+            genotype = format_genotype(parse_genotype(row.genotype))
+        except UserError as exc:
+            raise UserError(f"{run_dir}: its found cell #{rank} (candidate {row.id}) does not parse: {exc}") from None
+        cells.append((f"found #{rank} (AO {verdict.metrics['fitness']:.3f} on the proxy)", genotype))
+    return cells
 
 
 def evaluate_variants(args) -> list[tuple[str, str]]:
@@ -223,10 +288,10 @@ def run_evaluate(args) -> int:
         executor.close()
     table = result_table(variants, seeds, results)
     text = evaluate_markdown(prepared.name, prepared.settings, prepared.splits, variants, seeds, table, data_root)
-    (out / "evaluate.md").write_text(text, encoding="utf-8")
-    (out / "evaluate.json").write_text(json.dumps(
+    write_atomic(out / "evaluate.md", text)
+    write_atomic(out / "evaluate.json", json.dumps(
         {"tracker": prepared.name, "seeds": seeds, "variants": [{"name": n, "neck": s} for n, s in variants],
-         "results": [{"name": n, "seed": s, **r} for (n, s), r in results.items()]}, indent=2) + "\n", encoding="utf-8")
+         "results": [{"name": n, "seed": s, **r} for (n, s), r in results.items()]}, indent=2) + "\n")
     print()
     print("\n".join(table))
     ok = sum(1 for r in results.values() if "error" not in r)

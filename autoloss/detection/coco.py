@@ -401,9 +401,7 @@ def _carve_dir(root: Path, train_ann: Path, val_fraction: float, seed: int, work
 
 
 def _write_json(path: Path, data: dict) -> None:
+    from autoloss.files import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")

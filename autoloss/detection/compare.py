@@ -25,9 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from autoloss.detection.coco import CocoSplits
+from autoloss.engine import evidence
 from autoloss.detection.task import finish_run_config, output_to, require_mmdetection, scores, train_and_test
 from autoloss.engine.executors import Job
 from autoloss.errors import UserError
+from autoloss.files import write_atomic
 from autoloss.loss.genotype import LossGenotype
 from autoloss.loss.space import load_space
 
@@ -165,7 +167,7 @@ class Comparison:
         out.mkdir(parents=True, exist_ok=True)
         settings = out / "comparison.json"
         if not settings.exists():
-            settings.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            write_atomic(settings, json.dumps(self.to_dict(), indent=2) + "\n")
         elif json.loads(settings.read_text()) != json.loads(json.dumps(self.to_dict())):
             raise UserError(f"{out} holds another comparison (other losses, detector, data, schedule or "
                             f"seeds): choose another --out, or delete {settings.name} and runs.jsonl")
@@ -214,7 +216,30 @@ class Comparison:
                 cells.append(cell)
             label = variant.name + (" (reference)" if variant.name == reference else "")
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {row['finished']}/{len(self.seeds)} |")
-        return "\n".join(lines)
+        return "\n".join(lines + [""] + self.claims(runs))
+
+    def claims(self, runs: dict) -> list[str]:
+        """Each searched variant's AP against the reference baseline's over the seeds: Welch's one-sided
+        test (:mod:`autoloss.engine.evidence`), with the difference ± its standard error, in AP points."""
+        reference = self.variants[0].name
+        base = [100 * v for v in _values(runs, reference, self.seeds)]
+        lines = [f"AP ± is the standard deviation over the seeds. Each searched loss against {reference}, in AP "
+                 f"points: 'better' means at least {evidence.MIN_SEEDS} seeds each, mean above, and "
+                 f"{evidence.TEST} t-test at level {evidence.ALPHA:g}; ± is one standard error of the difference."]
+        for variant in self.variants:
+            if variant.baseline:
+                continue
+            mine = [100 * v for v in _values(runs, variant.name, self.seeds)]
+            claim = evidence.compare(mine, base)
+            if min(len(mine), len(base)) < evidence.MIN_SEEDS:
+                diff = f" (difference {claim.difference:+.2f} AP)" if claim.difference is not None else ""
+                lines.append(f"- {variant.name}: {len(mine)} and {len(base)} finished seeds{diff}: fewer than "
+                             f"{evidence.MIN_SEEDS} seeds each, so nothing can be claimed (--seeds 3 or more)")
+            else:
+                bound = f"; one-sided {100 * (1 - claim.alpha):.0f}% lower bound {claim.lower:+.2f}" \
+                    if claim.lower is not None else ""
+                lines.append(f"- {variant.name}: {claim.text(digits=2)}{bound}")
+        return lines
 
     def describe(self) -> list[str]:
         """The losses of each variant, for people."""
@@ -264,8 +289,14 @@ def write_markdown(comparison: Comparison, runs: dict, path: Path) -> str:
         lines += ["", "Failed runs:", *[f"- {r['variant']} seed {r['seed']}: {r.get('error', r['status'])}"
                                         for r in failed]]
     text = "\n".join(lines) + "\n"
-    path.write_text(text)
+    write_atomic(path, text)
     return text
+
+
+def _values(runs: dict, name: str, seeds, key: str = "fitness") -> list[float]:
+    """The finite ``key`` of each finished seed of variant ``name``."""
+    found = [runs[name, s].get(key) for s in seeds if (name, s) in runs and runs[name, s].get("status") == "ok"]
+    return [float(v) for v in found if isinstance(v, (int, float)) and math.isfinite(float(v))]
 
 
 def _means(runs: dict, name: str, seeds) -> dict:

@@ -13,17 +13,20 @@ Boxes are COCO ``[x, y, w, h]`` in pixels, tight around the drawn pixels of each
 from the shape's own mask; shapes in one image do not overlap, so no box is occluded). The same
 parameters give byte-identical annotation files and identical pixel data. If ``out_dir`` already
 holds the dataset for the same parameters (manifest equal, all files present), nothing is
-regenerated.
+regenerated. ``out_dir`` must be absent, empty or this generator's (its manifest, written first as
+"incomplete" and last in full, says so): a folder of anyone else's files is refused, never written
+into (:func:`autoloss.files.generated_folder`, the rule of the tracking demo's data too).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from autoloss.files import generated_folder, write_atomic
 
 GENERATOR_VERSION = 1
 MANIFEST = "autoloss_synthetic.json"
@@ -79,6 +82,7 @@ def make_synthetic_coco(
         "val_img_dir": out / "val",
     }
     manifest_path = out / MANIFEST
+    check_folder(out)
     if _already_there(manifest_path, params, paths):
         counts = {}
         for split in ("train", "val"):
@@ -86,8 +90,9 @@ def make_synthetic_coco(
                 counts[split] = len(json.load(f)["annotations"])
         return _summary(out, paths, params, counts, regenerated=False)
 
-    if manifest_path.exists():
-        manifest_path.unlink()  # an interrupted or different dataset: it is rewritten below
+    # an interrupted or different dataset of ours is rewritten below; until it is whole, the manifest
+    # says it is ours but incomplete (so an interrupted run finds it ours, and regenerates it)
+    _write_text(manifest_path, json.dumps({"generator": params["generator"], "complete": False}) + "\n")
     rng = np.random.default_rng(seed)
     cats = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(categories)]
     counts = {}
@@ -130,6 +135,11 @@ def make_synthetic_coco(
     return _summary(out, paths, params, counts, regenerated=True)
 
 
+def check_folder(out_dir) -> bool:
+    """Refuse (UserError) a folder that is neither absent, empty nor this generator's; whether it is ours."""
+    return generated_folder(out_dir, MANIFEST, "autoloss.detection.synthetic", "the synthetic COCO dataset")
+
+
 def _already_there(manifest_path: Path, params: dict, paths: dict) -> bool:
     try:
         with open(manifest_path) as f:
@@ -160,9 +170,7 @@ def _summary(out: Path, paths: dict, params: dict, counts: dict, regenerated: bo
 
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

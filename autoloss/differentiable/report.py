@@ -5,8 +5,8 @@ Read from the ``derived`` verdicts a differentiable strategy stores each epoch (
 - ``holdout_losses.png``: the hold-out loss of the supernet and of the derived cell per epoch and seed,
   the chosen epoch (the cell's minimum) marked;
 - ``skip_connections.png``: skip connections in each epoch's derived cell (the DARTS collapse);
-- ``eigenvalue.png``: the dominant eigenvalue of the architecture loss's Hessian in alpha (R-DARTS's
-  and MS-DARTS's stability measure), with the skip-dropout rate of the epoch;
+- ``eigenvalue.png``: the largest eigenvalue of the architecture loss's Hessian in alpha (R-DARTS's
+  and MS-DARTS's stability measure; exact, in eval mode), with the skip-dropout rate of the epoch;
 - ``alpha_final.png``: the mixing weights (softmax of alpha) per edge of each seed's last epoch.
 
 :func:`is_differentiable_run` says whether a run is one; :func:`draw` writes the figures,
@@ -23,6 +23,7 @@ from autoloss.cell.genotype import PRIMITIVES
 from autoloss.differentiable.scheduler import DERIVED
 from autoloss.differentiable.strategies import is_differentiable
 from autoloss.engine.progress import fmt_number
+from autoloss.files import write_atomic
 
 FIGURES = {"holdout_losses": "holdout_losses.png", "skip_connections": "skip_connections.png",
            "eigenvalue": "eigenvalue.png", "alpha_final": "alpha_final.png"}
@@ -79,8 +80,7 @@ def _figure(width: float, height: float, rows: int = 1, cols: int = 1):
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
-    return path
+    return write_atomic(path, lambda file: figure.savefig(file, dpi=DPI, format="png"))
 
 
 def _epoch_axis(ax) -> None:
@@ -152,8 +152,8 @@ def eigenvalue(by_seed: dict[int, list[Epoch]], path: Path) -> Path:
     if not drawn:
         _empty(ax, "no eigenvalue logged (the search ran with eigenvalue logging off)")
     _epoch_axis(ax)
-    ax.set_ylabel("dominant Hessian eigenvalue")
-    ax.set_title("Dominant eigenvalue of the architecture loss's Hessian in alpha")
+    ax.set_ylabel("largest Hessian eigenvalue")
+    ax.set_title("Largest eigenvalue of the architecture loss's Hessian in alpha")
     if by_seed:
         first = next(iter(by_seed.values()))
         x, y = _series(first, "skip_dropout")
@@ -189,8 +189,7 @@ def alpha_final(by_seed: dict[int, list[Epoch]], path: Path) -> Path:
         ax.set_title(f"seed {seed}, epoch {last.epoch + 1}", fontsize=9)
     figure.colorbar(image, ax=list(axes[0]), shrink=0.8, label="softmax(alpha)")
     figure.suptitle("Mixing weights per edge at the last epoch (uniform: 0.125)")
-    figure.savefig(path, dpi=DPI, bbox_inches="tight")
-    return path
+    return write_atomic(path, lambda file: figure.savefig(file, dpi=DPI, bbox_inches="tight", format="png"))
 
 
 def draw(record, out: Path) -> dict[str, Path]:
@@ -233,6 +232,6 @@ def markdown(record) -> str:
         lines += ["No epoch recorded yet.", ""]
     lines += [f"![Hold-out losses per epoch]({FIGURES['holdout_losses']})", "",
               f"![Skip connections per epoch]({FIGURES['skip_connections']})", "",
-              f"![Dominant eigenvalue per epoch]({FIGURES['eigenvalue']})", "",
+              f"![Largest Hessian eigenvalue per epoch]({FIGURES['eigenvalue']})", "",
               f"![Mixing weights at the last epoch]({FIGURES['alpha_final']})", ""]
     return "\n".join(lines)

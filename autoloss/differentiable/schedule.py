@@ -9,7 +9,9 @@ Epochs are counted from 0.
 - ``EarlyStopping``: after each epoch the hold-out loss of the supernet and of the derived discrete
   cell; the minimum of the *cell's* loss (what is kept is the cell, not the supernet) decides the best
   epoch and genotype (``criterion="supernet"`` uses the supernet's); the search stops once
-  ``patience`` epochs passed without a new minimum.
+  ``patience`` epochs passed without a new minimum. Only epochs from ``start`` (the warm-up's end)
+  are eligible: during the warm-up alpha is still its initial noise, so the derived cell is an argmax
+  of noise (CHASE derives and evaluates only after it). Patience counts from the first eligible epoch.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class EarlyStopping:
 
     CRITERIA = ("cell", "supernet")
 
-    def __init__(self, patience: int, criterion: str = "cell", min_delta: float = 0.0):
+    def __init__(self, patience: int, criterion: str = "cell", min_delta: float = 0.0, start: int = 0):
         if patience < 1:
             raise ValueError("patience must be at least 1 epoch")
         if criterion not in self.CRITERIA:
@@ -58,6 +60,7 @@ class EarlyStopping:
         self.patience = patience
         self.criterion = criterion
         self.min_delta = min_delta
+        self.start = int(start)  # the first eligible epoch (the warm-up's end)
         self.best_epoch: int | None = None
         self.best_loss = math.inf
         self.best_genotype: Genotype | None = None
@@ -65,14 +68,21 @@ class EarlyStopping:
         self.stopped = False
 
     def update(self, epoch: int, supernet_loss: float, cell_loss: float, genotype: Genotype) -> bool:
-        """Record one epoch; True when the search should stop (``patience`` epochs after the best)."""
+        """Record one epoch; True when the search should stop (``patience`` epochs after the best).
+        An epoch before ``start`` is recorded but neither becomes the best nor counts toward patience."""
         self.history.append({"epoch": int(epoch), "supernet_loss": float(supernet_loss),
                              "cell_loss": float(cell_loss), "genotype": str(genotype)})
-        loss = float(cell_loss if self.criterion == "cell" else supernet_loss)
-        if not math.isnan(loss) and loss < self.best_loss - self.min_delta:
-            self.best_loss, self.best_epoch, self.best_genotype = loss, int(epoch), genotype
-        self.stopped = self.best_epoch is not None and epoch - self.best_epoch >= self.patience
+        self._consider(self.history[-1])
         return self.stopped
+
+    def _consider(self, entry: dict) -> None:
+        epoch = entry["epoch"]
+        if epoch < self.start:
+            return
+        loss = float(entry["cell_loss"] if self.criterion == "cell" else entry["supernet_loss"])
+        if not math.isnan(loss) and loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch, self.best_genotype = loss, int(epoch), parse_genotype(entry["genotype"])
+        self.stopped = self.best_epoch is not None and epoch - self.best_epoch >= self.patience
 
     def state_dict(self) -> dict:
         """Plain data (loads with ``torch.load(weights_only=True)`` and JSON)."""
@@ -82,10 +92,11 @@ class EarlyStopping:
                 "history": [dict(h) for h in self.history], "stopped": self.stopped}
 
     def load_state_dict(self, state: dict) -> None:
+        """The stored patience, criterion and epochs; the best epoch is decided again from the epochs
+        with this object's ``start`` (a state saved before warm-up epochs were excluded may name one)."""
         self.patience, self.criterion = int(state["patience"]), state["criterion"]
         self.min_delta = float(state["min_delta"])
-        self.best_epoch, self.best_loss = state["best_epoch"], float(state["best_loss"])
-        genotype = state["best_genotype"]
-        self.best_genotype = None if genotype is None else parse_genotype(genotype)
         self.history = [dict(h) for h in state["history"]]
-        self.stopped = bool(state["stopped"])
+        self.best_epoch, self.best_loss, self.best_genotype, self.stopped = None, math.inf, None, False
+        for entry in self.history:
+            self._consider(entry)

@@ -7,7 +7,8 @@ context manager in which the supernet mixes by ``w``), as :class:`autoloss.cell.
 batch:
 
 1. an architecture step (:class:`Architect`, first or second order), once past the warm-up;
-2. ``ms-darts``: the mixing weights are mean-shifted (samples measured on the architecture batch)
+2. ``ms-darts``: the mixing weights are mean-shifted (samples measured on the architecture batch in
+   eval mode, as the reference code does, so that no skip-dropout mask enters the samples' weights)
    and the weight step runs at the shifted point; alpha itself is never overwritten;
 3. the weight step (gradient clipping as DARTS, 5 by default).
 
@@ -17,34 +18,47 @@ forward-backward passes instead of five.
 
 Every epoch sets the skip-dropout rate on the modules, and ends with the derived genotype, the
 hold-out losses of the supernet and of the derived cell (the supernet with the genotype's one-hot
-weights, eval mode), optionally the largest eigenvalue of the architecture-split loss's Hessian in
-alpha (R-DARTS's and MS-DARTS's measure: the full 112 x 112 Hessian, exact, in eval mode so that skip
-dropout does not enter it, on the epoch's first architecture batch; it changes nothing in the
-search), and early stopping. ``state_dict()`` after an epoch holds everything the next one depends
-on (weights, alpha, both optimisers, the scheduler, the generators, early stopping, the epoch), so a
-search loaded into fresh objects continues exactly as an uninterrupted one.
+weights, eval mode; BatchNorm recalibrated for the discrete cell first, see :meth:`recalibrated`),
+optionally the largest eigenvalue of the architecture-split loss's Hessian in alpha (R-DARTS's and
+MS-DARTS's measure: the full 112 x 112 Hessian, exact, in eval mode so that skip dropout does not
+enter it, on the epoch's first architecture batch; it changes nothing in the search), and early
+stopping. Epochs of the warm-up (``warmup``: alpha is still its initial noise) are recorded but are
+never chosen and do not count toward the patience; options whose warm-up covers every epoch are
+refused (``ValueError``). ``state_dict()`` after an epoch holds everything the next one depends on
+(weights, alpha, both optimisers, the weights' learning-rate scheduler, the generators, early
+stopping, the epoch), so a search loaded into fresh objects continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
-from autoloss.cell.supernet import set_skip_dropout
+from autoloss.cell.supernet import SkipDropout, set_skip_dropout
 from autoloss.differentiable.architect import ADAM_JACOBIANS, Architect, LossFn
 from autoloss.differentiable.derive import count_skips, derive_genotype, genotype_weights
 from autoloss.differentiable.hessian import largest_eigenvalue
 from autoloss.differentiable.mean_shift import eps_schedule, mean_shift
 from autoloss.differentiable.schedule import EarlyStopping, arch_warmup, skip_dropout_rate, warmup_epochs
 from autoloss.differentiable.state import RandomState, cuda_devices, preserved_buffers
+from autoloss.files import write_atomic
 
 METHODS = ("darts", "darts2", "ms-darts")
+
+
+class Diverged(RuntimeError):
+    """A seed's search whose alpha, weights or loss stopped being finite (the engine stores status
+    "diverged" for an error named so, and the scheduler stops the seed without retrying)."""
+
 STATE_VERSION = 1
+RECALIBRATION_BATCHES = 8  # weight-split batches of the epoch that recalibrate BN for the derived cell
 
 Batches = Iterable[Any] | Callable[[int], Iterable[Any]]
 
@@ -79,6 +93,9 @@ class SearchOptions:
             raise ValueError("epochs must be at least 1")
         if self.adam_jacobian not in ADAM_JACOBIANS:
             raise ValueError(f"adam_jacobian must be one of {ADAM_JACOBIANS}")
+        if self.warmup >= self.epochs:
+            raise ValueError(f"the warm-up ({self.warmup} epochs) covers all {self.epochs} epochs: alpha would "
+                             "never be trained and no epoch could be chosen")
 
     @property
     def order(self) -> int:
@@ -103,7 +120,8 @@ class DifferentiableSearch:
         self.options = options or SearchOptions()
         self.architect = Architect(model, loss_fn, weight_optimizer, arch_optimizer, order=self.options.order,
                                    adam_jacobian=self.options.adam_jacobian)
-        self.early_stopping = EarlyStopping(self.options.patience or 1, self.options.early_stopping_criterion)
+        self.early_stopping = EarlyStopping(self.options.patience or 1, self.options.early_stopping_criterion,
+                                            start=self.options.warmup)
         self.generator = torch.Generator().manual_seed(self.options.seed)
         self.epoch = 0  # the next epoch to run
         self.history: list[dict] = []
@@ -158,6 +176,7 @@ class DifferentiableSearch:
             weight_seconds += time.perf_counter() - tick
         if self.weight_scheduler is not None:
             self.weight_scheduler.step()
+        self._check_finite(epoch, train_losses + arch_losses)
 
         weights = model.mixing_weights().detach()
         genotype = derive_genotype(weights, softmax=False)
@@ -177,11 +196,25 @@ class DifferentiableSearch:
             "supernet_holdout": supernet_loss, "cell_holdout": cell_loss, "eigenvalue": eigenvalue,
             "skip_dropout": dropout, "ms_eps": eps if options.method == "ms-darts" else None,
             "arch_steps": len(arch_losses), "arch_seconds": arch_seconds, "weight_seconds": weight_seconds,
-            "seconds": time.perf_counter() - started, "stop": self.stopped,
+            "seconds": time.perf_counter() - started, "stop": self.stopped, "warmup": not arch_active,
         }
         self.history.append(record)
         self.epoch = epoch + 1
         return record
+
+    def _check_finite(self, epoch: int, losses: list[float]) -> None:
+        """Raise :class:`Diverged` once alpha, a weight or a loss of the epoch is not finite (NaN or
+        infinite): no genotype is derived from it and the state is not saved (the seed stops there)."""
+        if any(not torch.isfinite(p).all() for p in self.model.arch_parameters()):
+            what = "alpha"
+        elif any(not torch.isfinite(p).all() for p in self._weights):
+            what = "the supernet's weights"
+        elif not all(math.isfinite(value) for value in losses):
+            what = "the training loss"
+        else:
+            return
+        raise Diverged(f"{what} became NaN or infinite in epoch {epoch + 1} of this seed's {self.options.method} search "
+                       "(too large a learning rate, or a degenerate mean-shift bandwidth?)")
 
     @property
     def shares_gradient(self) -> bool:
@@ -200,37 +233,71 @@ class DifferentiableSearch:
         return float(loss.detach())
 
     def _loss_at(self, weights: torch.Tensor, batch: Any) -> float:
-        with torch.no_grad(), preserved_buffers(self.model), self.model.fixed_mixing_weights(weights):
+        """One mean-shift sample's loss: eval mode (the reference code's; no skip-dropout mask, BN's
+        running statistics), so equal samples get equal losses; the modules' modes are put back."""
+        with torch.no_grad(), _eval_mode(self.model), preserved_buffers(self.model), \
+                self.model.fixed_mixing_weights(weights):
             return float(self.loss_fn(self.model, batch))
 
     def _holdout_loss(self, epoch: int, weights: torch.Tensor | None) -> float:
-        self.model.eval()
+        """The mean hold-out loss in eval mode: of the supernet (``weights`` None), or of the discrete
+        cell the one-hot ``weights`` select, with BN recalibrated for it (:meth:`recalibrated`)."""
+        if weights is not None:
+            with self.recalibrated(weights, epoch):
+                return self._holdout_loss(epoch, None)
+        with torch.no_grad(), _eval_mode(self.model):
+            return _mean([float(self.loss_fn(self.model, batch)) for batch in _iterate(self.holdout_batches, epoch)])
+
+    @contextmanager
+    def recalibrated(self, weights: torch.Tensor, epoch: int) -> Iterator[None]:
+        """Inside: the supernet mixes by ``weights`` and its BatchNorm statistics are the discrete
+        cell's. The supernet's running statistics are the mixed network's, whose node activations
+        differ in scale from the derived cell's; so they are reset and re-estimated by train-mode
+        forward passes (no gradient, no weight update, skip dropout off) over up to
+        :data:`RECALIBRATION_BATCHES` of the epoch's weight-split batches, with cumulative averages
+        (``momentum=None``). Afterwards every buffer, momentum, dropout rate, module mode and
+        generator is as it was."""
+        model = self.model
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 and m.track_running_stats]
+        momenta = [m.momentum for m in norms]
+        dropouts = [(m, m.p) for m in model.modules() if isinstance(m, SkipDropout)]
+        random_state = RandomState.capture(cuda_devices(list(model.parameters())))
+        modes = [(module, module.training) for module in model.modules()]
         try:
-            losses = []
-            with torch.no_grad():
-                for batch in _iterate(self.holdout_batches, epoch):
-                    if weights is None:
-                        losses.append(float(self.loss_fn(self.model, batch)))
-                    else:
-                        with self.model.fixed_mixing_weights(weights):
-                            losses.append(float(self.loss_fn(self.model, batch)))
-            return _mean(losses)
+            with preserved_buffers(model), model.fixed_mixing_weights(weights):
+                for norm in norms:
+                    norm.reset_running_stats()
+                    norm.momentum = None
+                set_skip_dropout(model, 0.0)
+                model.train()
+                batches = list(_iterate(self.train_batches, epoch))[:RECALIBRATION_BATCHES]
+                with torch.no_grad():
+                    for batch in batches:
+                        self.loss_fn(model, batch)
+                for norm, momentum in zip(norms, momenta):
+                    norm.momentum = momentum
+                for module, training in modes:
+                    module.training = training
+                yield
         finally:
-            self.model.train()
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+            for module, p in dropouts:
+                module.p = p
+            for module, training in modes:
+                module.training = training
+            random_state.restore()
 
     def _eigenvalue(self, epoch: int, batch: Any) -> float:
         """The largest eigenvalue of the architecture loss's Hessian in alpha, in eval mode (no skip
         dropout, BN's running statistics); the model's mode, buffers and generators are put back."""
         arch = list(self.model.arch_parameters())
         random_state = RandomState.capture(cuda_devices(arch))
-        modes = [(module, module.training) for module in self.model.modules()]
-        self.model.eval()
         try:
-            with preserved_buffers(self.model):
+            with _eval_mode(self.model), preserved_buffers(self.model):
                 return largest_eigenvalue(lambda: self.loss_fn(self.model, batch), arch)
         finally:
-            for module, training in modes:
-                module.training = training
             random_state.restore()
 
     # ------------------------------------------------------------------ checkpoints
@@ -258,7 +325,11 @@ class DifferentiableSearch:
         self.model.load_state_dict(state["model"])
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
-        if self.weight_scheduler is not None and state["weight_scheduler"] is not None:
+        if (self.weight_scheduler is None) != (state["weight_scheduler"] is None):
+            raise ValueError("the checkpoint was saved " + ("without" if self.weight_scheduler is not None else "with")
+                             + " a learning-rate schedule on the weights, this search has "
+                             + ("one" if self.weight_scheduler is not None else "none"))
+        if self.weight_scheduler is not None:
             self.weight_scheduler.load_state_dict(state["weight_scheduler"])
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.generator.set_state(state["generator"])
@@ -269,12 +340,23 @@ class DifferentiableSearch:
     def save(self, path: str | os.PathLike) -> None:
         """Write the state atomically (a kill mid-write leaves the previous checkpoint)."""
         path = os.fspath(path)
-        temporary = f"{path}.tmp{os.getpid()}"
-        torch.save(self.state_dict(), temporary)
-        os.replace(temporary, path)
+        state = self.state_dict()
+        write_atomic(path, lambda file: torch.save(state, file))  # a full disk: one line, no temporary left
 
     def load(self, path: str | os.PathLike) -> None:
         self.load_state_dict(torch.load(os.fspath(path), map_location="cpu", weights_only=True))
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside; every module's own mode put back after."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _iterate(batches: Batches, epoch: int) -> Iterable[Any]:

@@ -51,8 +51,10 @@ def is_differentiable(name: str | None) -> bool:
     return name in NAMES
 
 
+# `autoloss search --tracker dimp_small --demo --strategy darts`; eigenvalue_iterations is unused since the
+# Hessian is exact, and stays so that the demo's stored runs keep their config (and resume).
 DEMO_BUDGET = {"epochs": 6, "seeds": 3, "steps_per_epoch": 10, "holdout_batches": 4, "patience": 3,
-               "eigenvalue_iterations": 10}  # `autoloss search --tracker dimp_small --demo --strategy darts`
+               "eigenvalue_iterations": 10}
 CLI_OPTIONS = ("epochs", "seeds", "warmup", "skip_dropout", "patience", "steps_per_epoch", "holdout_batches",
-               "weight_lr", "arch_lr", "eigenvalue", "proxy", "epoch_timeout", "ms_eps", "ms_h", "ms_samples",
-               "ms_iterations", "ms_temperature", "share_gradient")  # the options `autoloss search` has flags for
+               "weight_lr", "weight_schedule", "arch_lr", "eigenvalue", "proxy", "epoch_timeout", "ms_eps", "ms_h",
+               "ms_samples", "ms_iterations", "ms_temperature", "share_gradient")  # the flags of `autoloss search`

@@ -84,7 +84,19 @@ def build_search(job: EpochJob, setup: SupernetSetup):
                                       weight_decay=options["arch_weight_decay"])
     return DifferentiableSearch(model, setup.loss_fn, setup.train_batches, setup.arch_batches, weight_optimizer,
                                 arch_optimizer, search_options(job.method, options, job.seed_value),
-                                holdout_batches=setup.holdout_batches)
+                                holdout_batches=setup.holdout_batches,
+                                weight_scheduler=weight_scheduler(weight_optimizer, options))
+
+
+def weight_scheduler(optimizer, options: dict):
+    """The weights' learning-rate schedule of the options (stepped after every epoch, checkpointed with
+    the optimisers): ``cosine`` anneals from the learning rate to 0 over ``epochs`` (CHASE's paper);
+    ``constant`` (and options stored before the choice existed) has none."""
+    import torch  # heavy: torch
+
+    if options.get("weight_schedule", "constant") == "constant":
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=options["epochs"], eta_min=0.0)
 
 
 def run_epoch_job(job: EpochJob) -> dict:

@@ -62,9 +62,15 @@ class Progress:
     def note(self, text: str):
         self._log(text)
 
-    def baseline(self, fitness):
+    def baseline(self, fitness, sample=None):
+        """The baseline's ranking score; ``sample`` (an evidence.Sample) when it ran several seeds."""
         self.state["baseline"] = fitness
-        self._log(f"baseline {self.metric} {fmt_number(fitness)}")
+        if sample is not None and sample.n > 1:
+            self.state["baseline_sd"] = sample.sd
+            self._log(f"baseline {self.metric} {sample.text()}: the proxy's noise is about ± {sample.sd:.4f}; "
+                      "differences smaller than that are not evidence")
+        else:
+            self._log(f"baseline {self.metric} {fmt_number(fitness)}")
 
     def generation(self, generation: int, total: int, size: int):
         self.generation_started = time.monotonic()
@@ -93,7 +99,9 @@ class Progress:
             self.state["failures"] += 1
         elif ranks and (self.state["best"] is None or fitness > self.state["best"]):
             self.state["best"] = fitness
-            self._log(f"  new best {self.metric} {fitness:.4f}: {genotype}")
+            noise = self.state.get("baseline_sd")
+            self._log(f"  new best {self.metric} {fitness:.4f}"
+                      + (f" (one seed; the proxy's noise is ± {noise:.4f})" if noise is not None else "") + f": {genotype}")
         self._refresh()
 
     def generation_done(self, summary: dict, best: list):
@@ -131,7 +139,8 @@ class Progress:
             table.add_row(name, str(n_in), str(n_out))
         for state in self.training:
             table.add_row("training", describe_training(state), "")
-        table.caption = (f"best {self.metric} {fmt_number(s['best'])} (baseline {fmt_number(s['baseline'])}), "
+        table.caption = (f"best {self.metric} {fmt_number(s['best'])} (baseline {fmt_number(s['baseline'])}"
+                         f"{' ± ' + fmt_number(s['baseline_sd']) + ' sd' if s.get('baseline_sd') is not None else ''}), "
                          f"{s['evaluations']} evaluations, "
                          f"{s['failures']} failed, {time.monotonic() - self.started:.0f} s{self._eta()}")
         return table

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoloss.engine.store import BASELINE_GENERATION, CandidateRow, RunStore, StoreError, VerdictRow
+from autoloss.engine.store import BASELINE_GENERATION, CandidateRow, RunStore, StoreError, VerdictRow, check_metrics
 from autoloss.errors import NothingBetter, UserError
 
 STORE_NAME = "run.sqlite"
@@ -35,6 +35,10 @@ def store_path(run_dir) -> Path:
     """``RUN_DIR/run.sqlite`` (or the store file itself), checked to exist."""
     path = Path(run_dir).expanduser()
     hint = "pass the --out directory of an `autoloss search` run"
+    try:
+        path.exists()
+    except OSError as exc:  # a name over 255 bytes, ...
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     if path.is_file() and path.suffix == ".sqlite":
         return path
     if not path.exists():
@@ -144,6 +148,18 @@ class RunRecord:
         rows = self.candidates(BASELINE_GENERATION)
         return rows[0] if rows else None
 
+    def claims(self) -> dict:
+        """Each searched candidate with seeds: its fresh seeds against the baseline's (evidence.Comparison)."""
+        from autoloss.engine import evidence
+
+        return evidence.claims(self, self.ranking)
+
+    def baseline_sample(self):
+        """The baseline's ranking scores over its seeds (evidence.Sample): the proxy's noise."""
+        from autoloss.engine import evidence
+
+        return evidence.baseline_sample(self, self.ranking)
+
     def fitness(self, candidate_id: int, gate: str = RANKING_STAGE) -> float | None:
         verdict = self.verdict(candidate_id, gate)
         value = verdict.metrics.get("fitness") if verdict is not None and verdict.status == "ok" else None
@@ -167,6 +183,11 @@ def open_run(run_dir) -> RunRecord:
         raise StoreError(f"{db}: cannot read the run store ({type(exc).__name__}: {exc})") from None
     if any(v.candidate_id not in rows for v in verdicts):
         raise StoreError(f"{db}: a verdict refers to a candidate that is not in the store (damaged or tampered)")
+    try:  # every row's columns were checked as read; the metrics readers take as numbers are checked here
+        for verdict in verdicts:
+            check_metrics(verdict.metrics, f"the verdict of candidate {verdict.candidate_id} at {verdict.gate[:40]!r}")
+    except StoreError as exc:
+        raise StoreError(f"{db}: {exc}") from None
     kind = config.get("representation") or LEGACY_KINDS.get(config.get("genotype"), config.get("genotype"))
     if not isinstance(kind, str) or not kind:
         raise StoreError(f"{db}: the run config names no representation kind")
@@ -175,13 +196,31 @@ def open_run(run_dir) -> RunRecord:
 
 
 def beating_baseline(ranked: list, score, base: float | None, include_worse: bool, nouns: tuple[str, str],
-                     where, measure: str) -> tuple[list, list[str]]:
-    """The export rule for a run's best candidates (``ranked``, best first; ``score(item)`` its fitness):
-    only those above the baseline's ``base`` are kept, unless ``include_worse``; with none above it,
+                     where, measure: str, claim=None, include_unconfirmed: bool = False) -> tuple[list, list[str]]:
+    """The export rule for a run's best candidates (``ranked``, best first; ``score(item)`` its fitness).
+
+    With ``claim(item)`` (an :class:`~autoloss.engine.evidence.Comparison`, or None): only those
+    confirmed better than the baseline (evidence's rule: at least 3 fresh seeds, mean above, Welch's
+    one-sided test at its level) are kept; ``include_unconfirmed`` keeps, besides them, those whose
+    score is above the baseline's ``base``. Without ``claim`` (or with ``include_unconfirmed``), the
+    old rule: above ``base``. ``include_worse`` keeps everything. With none kept,
     :class:`~autoloss.errors.NothingBetter`. Returns the kept items and a note on those left out.
     ``nouns`` names a candidate and several (("loss", "losses")), ``measure`` the score ("proxy mAP")."""
     if base is None or include_worse:
         return list(ranked), []
+    if claim is not None and not include_unconfirmed:
+        confirmed = [item for item in ranked if (found := claim(item)) is not None and found.better]
+        if not confirmed:
+            best = claim(ranked[0])
+            said = best.text() if best is not None and best.candidate.n else "never retrained with fresh seeds"
+            raise NothingBetter(f"no {nouns[0]} of the run in {where} was confirmed better than the baseline (the best "
+                                f"by {measure}: {said}): nothing exported; pass --include-unconfirmed to export those "
+                                f"above the baseline's mean anyway (marked unconfirmed)")
+        if len(confirmed) < len(ranked):
+            return confirmed, [f"{len(ranked) - len(confirmed)} of the {len(ranked)} best {nouns[1]} were not confirmed "
+                               "better than the baseline and are not exported (--include-unconfirmed exports those "
+                               "above its mean, marked unconfirmed)"]
+        return confirmed, []
     better = [item for item in ranked if score(item) > base]
     if not better:
         raise NothingBetter(f"no {nouns[0]} of the run in {where} beat the baseline (best {measure} "
@@ -191,4 +230,3 @@ def beating_baseline(ranked: list, score, base: float | None, include_worse: boo
         return better, [f"{len(ranked) - len(better)} of the {len(ranked)} best {nouns[1]} did not beat the baseline "
                         "and are not exported (--include-worse exports them)"]
     return better, []
-

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from autoloss.engine.confirmation import confirm
 from autoloss.engine.executors import Job
 from autoloss.engine.protocols import BREEDING_HOOKS, Stage, Verdict, check_hooks
 from autoloss.engine.study import SearchResult, Study, seeded_rng
@@ -24,8 +25,8 @@ HALL_SIZE = 10
 
 
 def generation_summary(study: Study, generation: int, bred: int, extra: dict) -> dict:
-    ranked = [(study.fitness(v.candidate_id, study.ranking.name), study.store.candidate(v.candidate_id))
-              for v in study.store.verdicts(generation, study.ranking.name)]
+    ranked = [(study.mean_fitness(v.candidate_id), study.store.candidate(v.candidate_id))
+              for v in study.store.verdicts(generation, study.ranking.name)]  # a mean where seeds exist
     scored = [(f, row) for f, row in ranked if f is not None]
     best = max(scored, key=lambda s: (s[0], -s[1].index), default=None)
     return {"generation": generation, "bred": bred, "funnel": study.store.funnel(generation),
@@ -59,9 +60,10 @@ class Generational:
             study.progress.generation_done(summary, study.hall_of_fame(1))
             if strategy.finished(study):
                 break
+        outcome = confirm(study)
         study.close_gates()
         study.progress.close()
-        return SearchResult(study.hall_of_fame(HALL_SIZE), baseline, study.evaluations, summaries)
+        return SearchResult(study.hall_of_fame(HALL_SIZE), baseline, study.evaluations, summaries, outcome)
 
     def _generation(self, study: Study, strategy, generation: int) -> dict:
         count = strategy.options.population
@@ -85,6 +87,8 @@ class Generational:
                                  stored.status, stored.seconds, stored.attempts)
             survivors = [row for row in admitted if row.id in chosen]
             study.progress.gate(stage.name, len(admitted), len(survivors), note)
+        if study.confirmation is not None and study.confirmation.every_generation:
+            confirm(study, f"generation {generation + 1}")  # the next parents and MOS bar come from means
         return generation_summary(study, generation, len(rows), extra)
 
 
@@ -141,12 +145,13 @@ class SteadyState:
         timeout = sum(stage.timeout for stage in study.stages)
         for _, work, outcome in study.stream(self._work(study, strategy, budget), timeout, fn=run_stages):
             self._record(study, strategy, work, outcome)
+        outcome = confirm(study)
         for generation in range(options.generations):
             bred = len(study.store.candidates(generation))
             study.store.finish_generation(generation, generation_summary(study, generation, bred, {}))
         study.close_gates()
         study.progress.close()
-        return SearchResult(study.hall_of_fame(HALL_SIZE), baseline, study.evaluations)
+        return SearchResult(study.hall_of_fame(HALL_SIZE), baseline, study.evaluations, confirmation=outcome)
 
     def _pending(self, study: Study, strategy, row) -> _Work | None:
         """The stages ``row`` still needs (none when a stored stage stopped it)."""
@@ -232,7 +237,9 @@ SCHEDULERS = {scheduler.name: scheduler for scheduler in (Generational, SteadySt
 
 
 def run_search(problem, strategy, store, executor, progress=None, seed: int = 0, mode: str = "generational",
-               extra_config: dict | None = None) -> SearchResult:
-    """Run (or resume) ``strategy`` on ``problem`` into ``store`` with the ``mode`` scheduler."""
-    study = Study(problem, strategy, store, executor, progress, seed=seed, scheduler=mode, extra_config=extra_config)
+               extra_config: dict | None = None, baseline_seeds: int = 1, confirmation=None) -> SearchResult:
+    """Run (or resume) ``strategy`` on ``problem`` into ``store`` with the ``mode`` scheduler; the
+    baseline on ``baseline_seeds`` seeds, the best confirmed with ``confirmation`` (ConfirmSettings)."""
+    study = Study(problem, strategy, store, executor, progress, seed=seed, scheduler=mode, extra_config=extra_config,
+                  baseline_seeds=baseline_seeds, confirmation=confirmation)
     return SCHEDULERS[mode]().run(study, strategy)

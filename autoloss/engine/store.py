@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ CREATE TABLE IF NOT EXISTS state (
 """
 # The UNIQUE constraints create the indexes on (generation, idx) and (candidate_id, gate).
 
+TABLES = {"config", "candidates", "verdicts", "generations", "state"}
 _CANDIDATE_COLUMNS = "c.id, c.generation, c.idx, c.genotype, c.parents, c.origin, c.fingerprint, c.created"
 _VERDICT_COLUMNS = ("v.candidate_id, v.gate, v.passed, v.reason, v.metrics, v.status, v.seconds, v.created,"
                     " v.attempts")
@@ -151,6 +153,39 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
     return path or "<root>"
 
 
+RUN_DIR_MARK = "${run}"  # a stored path inside the run directory starts with it (see RunStore.save_config)
+
+
+def _relative(value: Any, root: str) -> Any:
+    """``value`` with every string that is a path inside ``root`` written from RUN_DIR_MARK instead."""
+    if isinstance(value, str) and (value == root or value.startswith(root.rstrip(os.sep) + os.sep)):
+        return RUN_DIR_MARK + value[len(root):]
+    if isinstance(value, dict):
+        return {key: _relative(item, root) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_relative(item, root) for item in value]
+    return value
+
+
+def _resolved(value: Any, root: str) -> Any:
+    """The inverse of :func:`_relative`: paths from RUN_DIR_MARK made absolute under ``root``."""
+    if isinstance(value, str) and value.startswith(RUN_DIR_MARK):
+        return root + value[len(RUN_DIR_MARK):]
+    if isinstance(value, dict):
+        return {key: _resolved(item, root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolved(item, root) for item in value]
+    return value
+
+
+def _read_only_media(folder: Path) -> bool:
+    """Whether ``folder`` is on a read-only file system (``os.access`` says writable to root there)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def config_difference(stored: dict, config: dict) -> str | None:
     """Where ``config`` differs from a stored run config (the first key, dotted), or None when equal."""
     if _dumps(stored) == _dumps(config):
@@ -158,24 +193,98 @@ def config_difference(stored: dict, config: dict) -> str | None:
     return _first_difference(stored, json.loads(_dumps(config)))
 
 
+# Metrics every reader takes as numbers (fitness) or whole numbers (the rest), when a verdict has them
+# (checked by the run reader, :func:`check_metrics`).
+NUMBER_METRICS = ("fitness",)
+INTEGER_METRICS = ("seed", "epoch", "iters", "skips")
+
+
 def _candidate(row: tuple) -> CandidateRow:
+    """A candidates row, every field checked (a StoreError naming it for a tampered one)."""
     cid, generation, index, genotype, parents, origin, fingerprint, created = row
-    return CandidateRow(cid, generation, index, genotype, _loads(parents, list), origin, fingerprint, created)
+    where = f"candidate {cid!r}"
+    parents = _loads(parents, list)
+    if not all(isinstance(p, str) for p in parents):
+        raise StoreError(f"{where}: its parents are not a list of genotypes (tampered)")
+    return CandidateRow(_integer(cid, "id", "candidate"), _integer(generation, "generation", where),
+                        _integer(index, "idx", where), _text(genotype, "genotype", where), parents,
+                        _text(origin, "origin", where), None if fingerprint is None else _text(fingerprint, "fingerprint", where),
+                        _number(created, "created", where))
 
 
 def _verdict(row: tuple) -> VerdictRow:
+    """A verdicts row, every field checked (a StoreError naming it for a tampered one)."""
     cid, gate, passed, reason, metrics, status, seconds, created, attempts = row
-    return VerdictRow(cid, gate, bool(passed), reason, _loads(metrics, dict), status, seconds, created, attempts)
+    where = f"the verdict of candidate {cid!r} at {str(gate)[:40]!r}"
+    if passed not in (0, 1) or isinstance(passed, float):
+        raise StoreError(f"{where}: 'passed' is {str(passed)[:40]!r}, not 0 or 1 (tampered)")
+    if status not in STATUSES:
+        raise StoreError(f"{where}: status {str(status)[:40]!r} is not one of {', '.join(STATUSES)} (tampered)")
+    metrics = _loads(metrics, dict)
+    seconds = _number(seconds, "seconds", where)
+    if seconds < 0:
+        raise StoreError(f"{where}: 'seconds' is negative ({seconds}) (tampered)")
+    attempts = _integer(attempts, "attempts", where)
+    if attempts < 1:
+        raise StoreError(f"{where}: 'attempts' is {attempts}, not a positive count (tampered)")
+    return VerdictRow(_integer(cid, "candidate_id", "a verdict"), _text(gate, "gate", where), bool(passed),
+                      _text(reason, "reason", where), metrics, status, seconds, _number(created, "created", where),
+                      attempts)
 
 
-def _loads(text: str, kind: type) -> Any:
-    """Stored JSON of the expected kind; a StoreError (not a traceback) for a tampered row."""
+def check_metrics(metrics: dict, where: str) -> dict:
+    """The metrics every reader takes as numbers, checked to be numbers (the run reader's rule; the live
+    store keeps what it is given, and ranks only numbers)."""
+    for key in NUMBER_METRICS:
+        value = metrics.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise StoreError(f"{where}: metric {key!r} is {str(value)[:40]!r}, not a number (tampered)")
+    for key in INTEGER_METRICS:
+        value = metrics.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise StoreError(f"{where}: metric {key!r} is {str(value)[:40]!r}, not a whole number (tampered)")
+    return metrics
+
+
+def _finite(value: Any, where: str) -> None:
+    """Refuse the NaN and infinities JSON text may spell (``Infinity``, ``NaN``): the store never writes them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise StoreError(f"{where} holds a non-finite number ({value}) (tampered)")
+    if isinstance(value, dict):
+        for item in value.values():
+            _finite(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            _finite(item, where)
+
+
+def _integer(value: Any, column: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StoreError(f"{where}: {column!r} is {str(value)[:40]!r}, not a whole number (tampered)")
+    return value
+
+
+def _number(value: Any, column: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise StoreError(f"{where}: {column!r} is {str(value)[:40]!r}, not a finite number (tampered)")
+    return float(value)
+
+
+def _text(value: Any, column: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise StoreError(f"{where}: {column!r} is {str(value)[:40]!r}, not text (tampered)")
+    return value
+
+
+def _loads(text: str, kind: type = object) -> Any:
+    """Stored JSON of the expected kind, its numbers finite; a StoreError (not a traceback) for a tampered row."""
     try:
         value = json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise StoreError(f"a stored value is not JSON: {str(text)[:60]!r}") from None
     if not isinstance(value, kind):
         raise StoreError(f"a stored value is not a JSON {kind.__name__}: {str(text)[:60]!r}")
+    _finite(value, "a stored value")
     return value
 
 
@@ -192,8 +301,7 @@ class RunStore:
         self.readonly = readonly
         try:
             if readonly:
-                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
-                                           isolation_level=None)
+                self._db = self._connect_readonly()
             else:
                 if not create and not self.path.is_file():
                     raise StoreError(f"{self.path} does not exist")
@@ -207,6 +315,29 @@ class RunStore:
             self._close_quietly()
             raise
 
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A read-only connection (``mode=ro``). A store on read-only media (a finished run on a DVD, a
+        read-only mount) cannot get the WAL index SQLite makes beside it: when there is no WAL file to
+        read, it is opened as ``immutable=1`` instead (nothing can change it there); when there is one,
+        the error says so."""
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("PRAGMA quick_check(1)").fetchone()
+            return db
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "unable to open" not in str(exc):
+                raise
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StoreError(f"cannot read {self.path}: its folder is read-only and its write-ahead log {wal.name} "
+                                 "holds commits not yet folded into it; copy the run folder to writable storage "
+                                 "and read it there") from None
+            if os.access(self.path.parent, os.W_OK) and not _read_only_media(self.path.parent):
+                raise
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=30.0, isolation_level=None)
+
     def _open(self) -> None:
         (quick,) = self._db.execute("PRAGMA quick_check(1)").fetchone()  # damaged pages show here
         if quick != "ok":
@@ -218,6 +349,9 @@ class RunStore:
                              f"this version reads schemas up to {SCHEMA_VERSION}): upgrade autoloss to read it")
         if tables and not {"config", "candidates", "verdicts"} <= tables:
             raise StoreError(f"{self.path} is not a run store (an SQLite database without the run tables)")
+        missing = sorted(TABLES - tables)
+        if version == SCHEMA_VERSION and missing:  # every table is created with the schema: one went missing
+            raise StoreError(f"{self.path} is damaged or tampered: the run store has no table {', '.join(missing)}")
         if self.readonly:
             if not tables:
                 raise StoreError(f"{self.path} is empty: not a run store")
@@ -265,16 +399,26 @@ class RunStore:
     # -- run config -------------------------------------------------------------------------------
 
     def save_config(self, config: dict) -> None:
-        """Store the run's config once; the same config again is a no-op, a different one a ValueError."""
+        """Store the run's config once; the same config again is a no-op, a different one a ValueError.
+
+        Paths inside the run directory (a tracker search's data and baseline, a detector search's work
+        folder) are stored relative to it (``${run}/data``) and read back resolved where the store is now
+        (:meth:`load_config`), so a run folder that was moved or copied still resumes; a store written
+        with absolute paths reads as it was written."""
         stored = self.load_config()
         if stored is None:
-            self._db.execute("INSERT INTO config (id, value) VALUES (1, ?)", (_dumps(config),))
+            self._db.execute("INSERT INTO config (id, value) VALUES (1, ?)",
+                             (_dumps(_relative(config, self._run_dir)),))
         elif (key := config_difference(stored, config)) is not None:
             raise ValueError(f"config differs from the one stored in {self.path} at key {key!r}")
 
     def load_config(self) -> dict | None:
         row = self._one("SELECT value FROM config WHERE id = 1")
-        return None if row is None else _loads(row[0], dict)
+        return None if row is None else _resolved(_loads(row[0], dict), self._run_dir)
+
+    @property
+    def _run_dir(self) -> str:
+        return str(self.path.parent.resolve())
 
     # -- candidates -------------------------------------------------------------------------------
 
@@ -392,7 +536,8 @@ class RunStore:
         return None if row is None else _loads(row[0], dict)
 
     def finished_generations(self) -> list[int]:
-        return [r[0] for r in self._db.execute("SELECT generation FROM generations ORDER BY generation")]
+        return [_integer(r[0], "generation", "a generation summary")
+                for r in self._db.execute("SELECT generation FROM generations ORDER BY generation")]
 
     def funnel(self, generation: int) -> dict[str, dict[str, int]]:
         """gate -> {"in", "passed", "failed"} counts over the generation's verdicts, gates in first-use order."""
@@ -438,9 +583,18 @@ class RunStore:
 
     def get_state(self, key: str, default: Any = None) -> Any:
         row = self._one("SELECT value FROM state WHERE key = ?", (key,))
-        return default if row is None else json.loads(row[0])
+        if row is None:
+            return default
+        try:
+            return _loads(row[0])
+        except StoreError as exc:
+            raise StoreError(f"{self.path}: engine state {str(key)[:40]!r}: {exc}") from None
+
+    def states(self) -> dict[str, Any]:
+        """Every engine state value, by key, each checked to be JSON (what a resume reads)."""
+        return {key: self.get_state(key) for (key,) in self._db.execute("SELECT key FROM state ORDER BY key")}
 
     def generations_summaries(self) -> dict[int, dict]:
         """Every finished generation's summary, by generation."""
         rows = self._db.execute("SELECT generation, summary FROM generations ORDER BY generation")
-        return {g: _loads(text, dict) for g, text in rows}
+        return {_integer(g, "generation", "a generation summary"): _loads(text, dict) for g, text in rows}

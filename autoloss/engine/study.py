@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from autoloss.engine.duplicates import GATE as DUPLICATE_GATE
 from autoloss.engine.duplicates import Duplicates
+from autoloss.engine import evidence
 from autoloss.engine.executors import Job
 from autoloss.engine.progress import Progress
 from autoloss.engine.protocols import Evaluate, Gate, Proposal, Representation, Stage, Supernet, Verdict
@@ -67,6 +68,14 @@ class Evaluated:
     generation: int
     candidate_id: int = 0
     scores: dict[str, float | None] = field(default_factory=dict)
+    sd: float | None = None  # the spread of ``fitness`` over the candidate's seeds (None: one seed)
+    seeds: int = 1  # how many seeds ``fitness`` (their mean) is over
+
+    @property
+    def score_text(self) -> str:
+        """``0.0810 ± 0.0120 sd (3 seeds)``, or the one value with ``(1 seed)``."""
+        return (f"{self.fitness:.4f}" + (f" ± {self.sd:.4f} sd" if self.sd is not None else "")
+                + f" ({self.seeds} seed{'s' if self.seeds != 1 else ''})")
 
     @property
     def mos(self) -> float | None:  # the paper's name for the first training stage
@@ -79,6 +88,7 @@ class SearchResult:
     baseline: Evaluated | None
     proxy_evaluations: int  # ranking-stage evaluations run in this session
     generations: list[dict] = field(default_factory=list)
+    confirmation: dict | None = None  # the final confirmation's outcome (autoloss.engine.confirmation)
 
 
 def seeded_rng(seed: int, *salt) -> random.Random:
@@ -148,7 +158,7 @@ class Study:
 
     def __init__(self, problem: Problem, strategy, store: RunStore, executor, progress: Progress | None = None,
                  seed: int = 0, scheduler: str = "generational", extra_config: dict | None = None,
-                 retries: int = DEFAULT_RETRIES):
+                 retries: int = DEFAULT_RETRIES, baseline_seeds: int = 1, confirmation=None):
         self.problem, self.strategy, self.store, self.executor = problem, strategy, store, executor
         self.representation = problem.representation
         self.operators = problem.operators
@@ -161,6 +171,10 @@ class Study:
         store.save_config(self.config)
         self.duplicates = Duplicates(store, BASELINE_GENERATION)
         self.evaluations = 0  # ranking-stage evaluations run in this session
+        self.baseline_seeds = baseline_seeds  # the baseline's seeds on the ranking stage: the proxy's noise
+        self.confirmation = confirmation  # ConfirmSettings of autoloss.engine.confirmation (None: no confirmation)
+        self.seed_evaluations = 0  # extra-seed evaluations (seed index > 0) run in this session
+        self._seeds: dict[int, dict[int, VerdictRow]] | None = None  # the ranking stage's seed verdicts, cached
 
     # ------------------------------------------------------------------ recording: the one path
 
@@ -174,7 +188,11 @@ class Study:
         """Store a verdict (a cheap gate's, a stage's, a selection's) and tell the progress display."""
         self.store.add_verdict(row.id, verdict.gate, verdict.passed, verdict.reason, verdict.metrics, status,
                                seconds, attempts)
-        return self.store.verdict(row.id, verdict.gate)
+        stored = self.store.verdict(row.id, verdict.gate)
+        k = evidence.seed_index(verdict.gate, self.ranking.name)
+        if k is not None and self._seeds is not None:
+            self._seeds.setdefault(row.id, {})[k] = stored
+        return stored
 
     # ------------------------------------------------------------------ reading, for strategies
 
@@ -185,15 +203,114 @@ class Study:
     def scores(self, row_id: int) -> dict[str, float | None]:
         return {stage.name: self.fitness(row_id, stage.name) for stage in self.stages}
 
+    # -- seeds (autoloss.engine.evidence): the ranking stage's seed k > 0 is the verdict of gate "stage#k"
+
+    def seed_verdicts(self, row_id: int, stage: str | None = None) -> dict[int, VerdictRow]:
+        """The stored seed verdicts of a candidate on ``stage`` (default: the ranking stage): index -> verdict."""
+        stage = stage or self.ranking.name
+        if stage != self.ranking.name:
+            found = self.store.verdict(row_id, stage)
+            return {0: found} if found is not None else {}
+        if self._seeds is None:
+            self._seeds = evidence.seed_table(self.store.verdicts(), stage)
+        return dict(self._seeds.get(row_id, {}))
+
+    def seed_fitnesses(self, row_id: int, stage: str | None = None, fresh: bool = False) -> list[float]:
+        """The finite fitnesses of a candidate's seeds in seed order (a duplicate's: its owner's;
+        ``fresh``: without seed 0, the evaluation that ranked it)."""
+        return evidence.values(self.seed_verdicts(self.owner(row_id), stage), fresh=fresh)
+
+    def sample(self, row_id: int, stage: str | None = None, fresh: bool = False) -> evidence.Sample:
+        return evidence.Sample(tuple(self.seed_fitnesses(row_id, stage, fresh)))
+
+    def mean_fitness(self, row_id: int, stage: str | None = None) -> float | None:
+        """The mean fitness over a candidate's seeds (its one fitness when it has one seed)."""
+        return self.sample(row_id, stage).mean
+
+    def owner(self, row_id: int) -> int:
+        """The candidate whose evaluations count for ``row_id``: itself, or the one it duplicates."""
+        return evidence.owner_id(self.store, row_id)
+
+    def baseline_sample(self) -> evidence.Sample:
+        """The baseline's ranking-stage scores over its seeds: the proxy's noise."""
+        row = self.baseline_row()
+        return self.sample(row.id) if row is not None else evidence.Sample(())
+
+    def claim(self, row_id: int) -> evidence.Comparison:
+        """A searched candidate's fresh seeds against the baseline's seeds (the claim rule)."""
+        return evidence.compare(self.seed_fitnesses(row_id, fresh=True), self.baseline_sample().values, fresh=True)
+
+    def seed_stage(self, stage: Stage, k: int) -> Stage:
+        """The stage whose verdict stores seed ``k`` of ``stage`` (``stage`` itself for 0)."""
+        return stage if k == 0 else Stage(evidence.seed_gate(stage.name, k), stage.timeout, ranks=False)
+
+    def evaluate_seeds(self, rows: Sequence[CandidateRow], stage: Stage | None = None, n: int = 1) -> dict[int, list[float]]:
+        """Give every row (a duplicate: its owner) seeds 0 .. n-1 of ``stage`` (default: the ranking
+        stage); what is stored is reused, what failed transiently is retried, the rest runs in parallel.
+        Returns each row's finite fitnesses over its seeds."""
+        stage = stage or self.ranking
+        owners, seen = [], set()
+        for row in rows:
+            owner = self.store.candidate(self.owner(row.id))
+            if owner.id not in seen:
+                seen.add(owner.id)
+                owners.append(owner)
+        self.evaluate(owners, stage)  # seed 0: the stage's own verdict
+        self.evaluate_targets({owner.id: n for owner in owners}, stage)
+        return {row.id: self.seed_fitnesses(row.id, stage.name) for row in rows}
+
+    def evaluate_targets(self, targets: dict[int, int], stage: Stage | None = None) -> int:
+        """Run the missing seeds 1 .. n-1 of each candidate id -> n, all in parallel; how many ran."""
+        stage = stage or self.ranking
+        todo = []
+        for row_id, n in targets.items():
+            row = self.store.candidate(row_id)
+            for k in range(1, n):
+                seeded = self.seed_stage(stage, k)
+                run, attempt = self.needs_run(row, seeded)
+                if run:
+                    todo.append((row, seeded, k, attempt))
+        jobs = (Job(self.problem.evaluate, self.problem.task, row.genotype, stage.name, evidence.seed_value(self.seed, k))
+                for row, _, k, _ in todo)
+        for index, _, outcome in self.executor.stream(jobs, stage.timeout, on_wait=self.progress.tick,
+                                                      poll=self.progress.poll):
+            row, seeded, _, attempt = todo[index]
+            self.record_outcome(row, seeded, outcome.value if outcome.ok else None, outcome, attempt)
+            self.seed_evaluations += 1
+        return len(todo)
+
+    def seeds_tried(self, row_id: int, stage: str | None = None) -> int:
+        """How many seeds of the candidate (a duplicate: its owner) are settled (ok, or failed for good)."""
+        stage_name = stage or self.ranking.name
+        settled = 0
+        for k, verdict in self.seed_verdicts(self.owner(row_id), stage_name).items():
+            if verdict.status == "ok" or verdict.status in DETERMINISTIC or verdict.attempts > self.retries:
+                settled += 1
+        return settled
+
     def hall_of_fame(self, n: int, before_generation: int | None = None, searched_only: bool = False) -> list[Evaluated]:
-        """The best ``n`` ranking-stage results (one per genotype), optionally bred before a generation."""
-        rows = self.store.best(self.ranking.name, 1_000_000 if before_generation is not None or searched_only else n)
+        """The best ``n`` ranking-stage results (one per genotype), optionally bred before a generation;
+        a candidate with several seeds ranks by its mean over them."""
+        self.seed_verdicts(-1)  # the seed cache, loaded once
+        if any(len(seeds) > 1 for seeds in self._seeds.values()):
+            rows = self.store.best(self.ranking.name, 1_000_000)  # a mean may move a candidate: rank them all
+        else:
+            rows = self.store.best(self.ranking.name,
+                                   1_000_000 if before_generation is not None or searched_only else n)
         if before_generation is not None:
             rows = [(c, v) for c, v in rows if c.generation < before_generation]
         if searched_only:
             rows = [(c, v) for c, v in rows if c.generation != BASELINE_GENERATION]
-        return [Evaluated(c.genotype, float(v.metrics["fitness"]), c.generation, c.id, self.scores(c.id))
-                for c, v in rows[:n]]
+        ranked = []
+        for c, v in rows:  # an evaluated candidate is its own owner: its seeds are its own
+            sample = evidence.Sample(tuple(evidence.values(self._seeds.get(c.id, {}))))
+            if sample.n > 1:
+                ranked.append((sample.mean, c, sample))
+            else:
+                ranked.append((float(v.metrics["fitness"]), c, None))
+        ranked.sort(key=lambda item: -item[0])  # stable: ties keep the store's order (the lower id)
+        return [Evaluated(c.genotype, mean, c.generation, c.id, self.scores(c.id),
+                          sample.sd if sample else None, sample.n if sample else 1) for mean, c, sample in ranked[:n]]
 
     def baseline_row(self) -> CandidateRow | None:
         rows = self.store.candidates(BASELINE_GENERATION)
@@ -253,9 +370,12 @@ class Study:
         for stage in self.stages:
             self.evaluate([row], stage)
         fitness = self.fitness(row.id, self.ranking.name)
-        result = None if fitness is None else Evaluated(row.genotype, fitness, BASELINE_GENERATION, row.id,
-                                                        self.scores(row.id))
-        self.progress.baseline(fitness)
+        if fitness is not None and self.baseline_seeds > 1:  # the proxy's noise, measured on the baseline
+            self.evaluate_seeds([row], self.ranking, self.baseline_seeds)
+        sample = self.sample(row.id)
+        result = None if fitness is None else Evaluated(row.genotype, sample.mean, BASELINE_GENERATION, row.id,
+                                                        self.scores(row.id), sample.sd, sample.n)
+        self.progress.baseline(fitness if sample.n <= 1 else sample.mean, sample)
         return result
 
     def reference(self, stage: Stage) -> float | None:

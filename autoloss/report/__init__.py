@@ -15,7 +15,7 @@ from pathlib import Path
 from autoloss import plugins  # noqa: F401  (registers the built-in representation kinds this reads)
 from autoloss.engine import registry
 from autoloss.engine.runs import open_run
-from autoloss.files import writable_dir
+from autoloss.files import writable_dir, write_atomic
 from autoloss.report.run import read_run
 
 __all__ = ["write_report"]
@@ -58,5 +58,5 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, top: in
             written.update(figures_added)
             text = text.rstrip("\n") + "\n\n" + markdown
     report = out / "report.md"
-    report.write_text(text, encoding="utf-8")
+    write_atomic(report, text)
     return {"report": report, "figures": written, "notes": run.notes + ([formulas.problem] if formulas.problem else [])}

@@ -27,9 +27,10 @@ def _figure(width: float, height: float, rows: int = 1):
 
 
 def _save(figure, path: Path) -> Path:
+    from autoloss.files import write_atomic
+
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
-    return path
+    return write_atomic(path, lambda file: figure.savefig(file, dpi=DPI, format="png"))
 
 
 def _message(ax, text: str, y: float = 0.5) -> None:
@@ -37,8 +38,16 @@ def _message(ax, text: str, y: float = 0.5) -> None:
     ax.text(0.5, y, text, ha="center", va="center", transform=ax.transAxes, color="dimgray", wrap=True)
 
 
-def _baseline_line(ax, value: float | None, label: str) -> None:
-    if value is not None:
+def _baseline_line(ax, value: float | None, label: str, sd: float | None = None, n: int = 1) -> None:
+    """The baseline's line; with its spread over seeds (the proxy's noise), a band of mean ± sd around it."""
+    if value is None:
+        return
+    if sd is not None:
+        ax.axhline(value, color=COLORS["baseline"], linestyle="--", linewidth=1.2,
+                   label=f"{label} {value:.4f} (mean of {n} seeds)")
+        ax.axhspan(value - sd, value + sd, color=COLORS["baseline"], alpha=0.12, linewidth=0,
+                   label=f"baseline ± sd {sd:.4f} (the proxy's noise)")
+    else:
         ax.axhline(value, color=COLORS["baseline"], linestyle="--", linewidth=1.2, label=f"{label} {value:.4f}")
 
 
@@ -56,7 +65,7 @@ def fitness_per_generation(run: Run, path: Path, formulas=None) -> Path:
     ax.set_title(f"Proxy {run.metric} per generation")
     ax.set_xlabel("generation")
     ax.set_ylabel(f"proxy {run.metric}")
-    _baseline_line(ax, run.baseline_fitness, _baseline_label(run, formulas))
+    _baseline_line(ax, run.baseline_fitness, _baseline_label(run, formulas), run.baseline_sd, run.baseline_sample.n)
     points = [(g.shown, f) for g in generations for f in g.fitnesses]
     if not points:
         _message(ax, "no generation bred yet" if not generations else "no searched candidate has a proxy result yet",
@@ -143,7 +152,8 @@ def candidates_over_time(run: Run, path: Path, formulas=None) -> Path:
         mine = [e for e in evaluations if e.gate == stage]
         ok = [e for e in mine if e.fitness is not None]
         (_proxy_points if stage == "proxy" else _mos_points)(ax, ok, order, len(evaluations))
-        _baseline_line(ax, _baseline_of(run, stage), _baseline_label(run, formulas))
+        _baseline_line(ax, _baseline_of(run, stage), _baseline_label(run, formulas),
+                       run.baseline_sd if stage == "proxy" else None, run.baseline_sample.n)
         _failure_marks(ax, [e for e in mine if e.fitness is None], order)
         if not evaluations:
             _message(ax, "no MOS or proxy evaluation of a searched candidate yet", y=0.3)
@@ -202,6 +212,8 @@ def _failure_marks(ax, failed, order) -> None:
 
 
 def _baseline_of(run: Run, stage: str) -> float | None:
+    if stage == "proxy":
+        return run.baseline_fitness  # the mean over its seeds where it has several
     evaluation = run.baseline_scores.get(stage)
     return evaluation.fitness if evaluation else None
 

@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from autoloss.engine import evidence
 from autoloss.report.run import EXPENSIVE, Evaluation, Run, duration
 
 # What a representation kind's reader hooks describe genotypes with (the loss package's Formulas, the
@@ -134,12 +135,23 @@ def _baseline(run: Run, formulas: Describer) -> list[str]:
         if evaluation is None:
             continue
         title = "proxy" if gate == "proxy" else "MOS"
-        scores.append(f"{title} {run.metric} {_f(evaluation.fitness)}" if evaluation.fitness is not None
+        value = (run.score_text(run.baseline.id, evaluation.fitness) if gate == "proxy"
+                 else _f(evaluation.fitness))
+        scores.append(f"{title} {run.metric} {value}" if evaluation.fitness is not None
                       else f"{title} failed ({evaluation.kind}: {_cell(evaluation.verdict.reason, 120)})")
     intro = (f"The initial loss{f' {name}' if name else ''}" if _noun(formulas)[0] == "loss"
              else f"The baseline{f' ({name})' if name else ''}")
     lines.append(f"{intro}, trained the same way as every candidate: "
                  + ("; ".join(scores) if scores else "not evaluated yet") + ".")
+    sample = run.baseline_sample
+    if sample.n > 1:
+        lines += ["", f"The proxy's noise: the baseline trained with {sample.n} seeds scored "
+                      f"{', '.join(f'{v:.4f}' for v in sample.values)} (mean ± sd {sample.mean:.4f} ± {sample.sd:.4f}); "
+                      "a single-shot difference of that size is not evidence. The figures draw it as a band around "
+                      "the baseline line."]
+    elif sample.n == 1:
+        lines += ["", "The baseline ran one seed: the proxy's noise was not measured (`--baseline-seeds 3` "
+                      "measures it), so no candidate can be claimed better."]
     lines += ["", *_formula_lines(described, _forms(formulas)), ""]
     if run.reference is not None:
         score = (f"MOS {run.metric} {_f(run.reference.fitness)}" if run.reference.fitness is not None
@@ -223,7 +235,8 @@ def _fitness(run: Run, formulas: Describer) -> list[str]:
     thresholds = any(g.mos_threshold is not None for g in run.generations)
     lines = ["## Proxy fitness per generation", "",
              f"Proxy {run.metric} of the candidates of each generation (best and median of those with a "
-             f"result), the best of the hall of fame so far and its difference to the baseline ({_f(base)})."
+             f"result, one seed each), the best of the hall of fame so far and its difference to the baseline "
+             f"({run.score_text(run.baseline.id, base) if run.baseline else _f(base)})."
              + (" The MOS threshold is the bar a candidate's MOS score had to reach." if thresholds else ""), ""]
     if not run.generations:
         return lines + ["No generation bred yet.", ""]
@@ -260,25 +273,49 @@ def _top(run: Run, formulas: Describer, pictures: dict[str, str] | None = None) 
     lines = [f"## Top {len(run.top)} {plural}" if run.top else f"## Top {plural}", ""]
     if not run.top:
         return lines + ["No searched candidate has a proxy result yet.", ""]
-    lines += [f"Ranked by proxy {run.metric}, each genotype once; the difference is to the baseline's "
-              f"{_f(base)}.", ""]
+    lines += [f"Ranked by proxy {run.metric} (the mean over a candidate's seeds where it has several: mean ± sd "
+              f"(seeds)), each genotype once; the difference is to the baseline's "
+              f"{run.score_text(run.baseline.id, base) if run.baseline else _f(base)}. 'evidence': the candidate's "
+              f"fresh seeds (those after the one that ranked it) against the baseline's ({evidence.method_text()}).",
+              ""]
     rows = []
     for rank, (row, proxy, mos) in enumerate(run.top, 1):
-        fitness = proxy.metrics.get("fitness")
-        rows.append([str(rank), _f(fitness), _f(fitness - base if base is not None else None, sign=True),
+        fitness = run.fitness_of(row.id, proxy.metrics.get("fitness"))
+        rows.append([str(rank), run.score_text(row.id, proxy.metrics.get("fitness")),
+                     _f(fitness - base if base is not None and fitness is not None else None, sign=True),
                      _f(mos.metrics.get("fitness") if mos and mos.status == "ok" else None), str(row.generation + 1),
-                     _code(_cell(formulas.infix(row.genotype), 100))])
-    lines += _table(["rank", f"proxy {run.metric}", "vs baseline", f"MOS {run.metric}", "generation", forms["infix"]],
-                    rows, ["---:"] * 5 + ["---"]) + [""]
+                     _cell(_evidence(run, row.id), 90), _code(_cell(formulas.infix(row.genotype), 100))])
+    lines += _table(["rank", f"proxy {run.metric}", "vs baseline", f"MOS {run.metric}", "generation", "evidence",
+                     forms["infix"]], rows, ["---:"] * 5 + ["---", "---"]) + [""]
     for rank, (row, proxy, mos) in enumerate(run.top, 1):
         name = formulas.ready_name(row.genotype)
         origin = f", bred by {row.origin}" if row.origin else ""
-        lines += [f"**{rank}.** proxy {run.metric} {_f(proxy.metrics.get('fitness'))}, generation {row.generation + 1} "
-                  f"#{row.index}{origin}{f' (the ready loss {name})' if name else ''}", "",
+        claim = _claim_text(run, row.id)
+        lines += [f"**{rank}.** proxy {run.metric} {run.score_text(row.id, proxy.metrics.get('fitness'))}, generation "
+                  f"{row.generation + 1} #{row.index}{origin}{f' (the ready loss {name})' if name else ''}"
+                  + (f"; {claim}" if claim else ""), "",
                   *_formula_lines(formulas.describe(row.genotype), forms), ""]
         if pictures and row.genotype in pictures:
             lines += [f"![{noun} {rank}]({pictures[row.genotype]})", ""]
     return lines
+
+
+def _evidence(run: Run, candidate_id: int) -> str:
+    """The claim in a word or two: better / worse / not distinguishable (fresh seeds), or unconfirmed."""
+    claim = run.claims.get(candidate_id)
+    if run.baseline_sample.n == 0:
+        return "-"
+    if claim is None or claim.candidate.n == 0:
+        return "unconfirmed (one seed)"
+    diff = f"{claim.difference:+.4f} ± {claim.se:.4f}" if claim.se is not None else f"{claim.difference:+.4f}"
+    return f"{claim.verdict} ({diff}, {claim.seeds_text()})"
+
+
+def _claim_text(run: Run, candidate_id: int) -> str:
+    claim = run.claims.get(candidate_id)
+    if claim is None or claim.candidate.n == 0 or run.baseline_sample.n == 0:
+        return ""
+    return claim.text()
 
 
 def _failures(run: Run) -> list[str]:
@@ -301,26 +338,62 @@ def _failures(run: Run) -> list[str]:
                           ["---", "---", "---:", "---", "---"]) + [""]
 
 
+def _headline(run: Run, formulas: Describer) -> str:
+    """The report's first claim: what was confirmed better than the baseline, with its interval and test, or
+    plainly that nothing can be told from the baseline (and with how many seeds)."""
+    noun = _noun(formulas)[0]
+    base = run.baseline_sample
+    if run.baseline is None or run.baseline_fitness is None:
+        return f"**No claim**: the baseline has no proxy {run.metric}, so no {noun} can be compared with it."
+    confirmed = [(cid, claim) for cid, claim in run.claims.items() if claim.better]
+    test = (f"{evidence.TEST} t-test at level {evidence.ALPHA:g} on fresh seeds, the seed that ranked a candidate "
+            "left out; ± is one standard error of the difference")
+    if confirmed:
+        cid, claim = max(confirmed, key=lambda item: item[1].candidate.mean)
+        row = next((c for c, _, _ in run.top if c.id == cid), None)
+        where = f" (candidate {cid})"
+        if row is not None:
+            infix = formulas.describe(row.genotype).get("infix")
+            where = f" of generation {row.generation + 1} #{row.index}" + (f", {_code(infix)}" if infix else "")
+        return (f"**Confirmed better than the baseline**: the {noun}{where}, proxy {run.metric} "
+                f"{claim.candidate.mean:.4f} ± {claim.candidate.sd:.4f} over {claim.seeds_text()} against the "
+                f"baseline's {base.text()}: difference {claim.difference:+.4f} ± {claim.se:.4f}, one-sided "
+                f"{100 * (1 - claim.alpha):.0f}% lower bound {claim.lower:+.4f}, p = {claim.p:.3g} ({test}).")
+    tried = [(cid, claim) for cid, claim in run.claims.items() if claim.candidate.n]
+    if not tried:
+        noise = (f"the baseline's own spread over {base.n} seeds is ± {base.sd:.4f} sd" if base.sd is not None
+                 else "the proxy's noise was not measured (one baseline seed)")
+        return (f"**Nothing confirmed**: no {noun} was retrained with fresh seeds (confirmation off or not reached), "
+                f"so none is claimed better than the baseline; every searched score below is one seed, and "
+                f"{noise}.")
+    cid, claim = max(tried, key=lambda item: (item[1].candidate.mean, -item[0]))
+    return (f"**Nothing confirmed better than the baseline**: the best {noun} retrained with fresh seeds (candidate "
+            f"{cid}) is {claim.text()} ({test}).")
+
+
 def render(run: Run, formulas: Describer, pictures: dict[str, str] | None = None) -> str:
     """The whole report.md (``pictures``: genotype -> the relative path of its drawing, shown with the top list)."""
     best = run.top[0] if run.top else None
     head = [f"# Search report: {run.run_dir.name or run.run_dir}", "",
             f"Written by `autoloss report` on {_when(time.time())} from {_code(str(run.store_path))}."]
     if best is not None:
-        fitness = best[1].metrics.get("fitness")
+        fitness = run.fitness_of(best[0].id, best[1].metrics.get("fitness"))
         base = run.baseline_fitness
-        delta = f" ({fitness - base:+.4f} against the baseline's {base:.4f})" if base is not None else ""
+        base_text = run.score_text(run.baseline.id, base) if run.baseline is not None else _f(base)
+        delta = f" ({fitness - base:+.4f} against the baseline's {base_text})" if base is not None else ""
         described = formulas.describe(best[0].genotype)
         shown = _code(described["infix"]) if described.get("infix") else (
             f"{_code(best[0].genotype[:200])} (stored text that does not parse in the run's space)")
+        fitness_text = run.score_text(best[0].id, best[1].metrics.get("fitness"))
+        head += ["", _headline(run, formulas), ""]
         if base is not None and fitness <= base:
             head.append(f"**No candidate beat the baseline**: the baseline remains the best. The best candidate "
-                        f"scored proxy {run.metric} {_f(fitness)}{delta}, generation {best[0].generation + 1}: "
+                        f"scored proxy {run.metric} {fitness_text}{delta}, generation {best[0].generation + 1}: "
                         f"{shown}.")
         else:
             kind = run.config.get("representation") or "loss"
             noun = kind if kind in ("loss", "cell") else "candidate"
-            head.append(f"Best {noun} found: proxy {run.metric} {_f(fitness)}{delta}, generation "
+            head.append(f"Best {noun} found: proxy {run.metric} {fitness_text}{delta}, generation "
                         f"{best[0].generation + 1}: {shown}.")
     head.append("")
     notes = list(run.notes) + ([formulas.problem] if formulas.problem else [])

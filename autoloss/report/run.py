@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from autoloss.engine import evidence
 from autoloss.engine.runs import RunRecord
 from autoloss.engine.store import BASELINE_GENERATION, REFERENCE_GENERATION, CandidateRow, VerdictRow
 
@@ -122,6 +123,11 @@ class Run:
     end: float | None
     notes: list[str]
     reference: Evaluation | None = None  # the MOS of the initial individual, when it is not the baseline
+    # the proxy's noise and the claims (autoloss.engine.evidence): the baseline's ranking scores over its seeds,
+    # each candidate's scores over all its seeds, and each searched candidate's fresh seeds against the baseline's
+    baseline_sample: evidence.Sample = field(default_factory=lambda: evidence.Sample(()))
+    samples: dict[int, evidence.Sample] = field(default_factory=dict)
+    claims: dict[int, evidence.Comparison] = field(default_factory=dict)
 
     @property
     def search(self) -> dict:
@@ -134,8 +140,32 @@ class Run:
 
     @property
     def baseline_fitness(self) -> float | None:
+        """The baseline's proxy fitness: the mean over its seeds where it has several."""
+        if self.baseline_sample.n > 1:
+            return self.baseline_sample.mean
         evaluation = self.baseline_scores.get("proxy")
         return evaluation.fitness if evaluation else None
+
+    @property
+    def baseline_sd(self) -> float | None:
+        """The spread of the baseline's proxy fitness over its seeds: the proxy's noise (None: one seed)."""
+        return self.baseline_sample.sd
+
+    def sample(self, candidate_id: int) -> evidence.Sample:
+        """A candidate's proxy fitness over all its seeds (empty: no seed verdict)."""
+        return self.samples.get(candidate_id, evidence.Sample(()))
+
+    def fitness_of(self, candidate_id: int, single: float | None) -> float | None:
+        """The fitness a candidate ranks by: its mean over seeds where it has several, else ``single``."""
+        sample = self.sample(candidate_id)
+        return sample.mean if sample.n > 1 else single
+
+    def score_text(self, candidate_id: int, single: float | None, digits: int = 4) -> str:
+        """``0.0810 ± 0.0120 (3)`` for a candidate with several seeds, else the one value (``-``: none)."""
+        sample = self.sample(candidate_id)
+        if sample.n > 1:
+            return f"{sample.mean:.{digits}f} ± {sample.sd:.{digits}f} ({sample.n})"
+        return "-" if single is None else f"{single:.{digits}f}"
 
     @property
     def failures(self) -> list[Evaluation]:
@@ -210,8 +240,16 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
         count["passed" if verdict.passed else "rejected"] += 1
 
     baselines = [c for c in candidates.values() if c.generation == BASELINE_GENERATION]
-    hall = [(c, replace(v, gate="proxy")) for c, v in store.best(store.ranking, top + len(baselines))
-            if c.generation >= 0][:top]
+    seeds = evidence.seed_table(store.verdicts(), store.ranking)
+    samples = {cid: evidence.Sample(tuple(evidence.values(found))) for cid, found in seeds.items()}
+    several = any(sample.n > 1 for cid, sample in samples.items() if cid not in {c.id for c in baselines})
+    ranked = store.best(store.ranking, 1_000_000 if several else top + len(baselines))
+    if several:  # a candidate with several seeds ranks by its mean over them (as the search's hall of fame)
+        def mean(item):
+            sample = samples.get(item[0].id)
+            return sample.mean if sample is not None and sample.n > 1 else float(item[1].metrics["fitness"])
+        ranked = sorted(ranked, key=lambda item: -mean(item))
+    hall = [(c, replace(v, gate="proxy")) for c, v in ranked if c.generation >= 0][:top]
     first_stage = next((name for name, role in roles.items() if role == "mos"), None)
     times = [c.created for c in candidates.values()] + [v.created for v in verdicts]
     run = Run(
@@ -221,7 +259,8 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
         baseline_scores=baseline_scores, generations=generations, evaluations=evaluations,
         verdict_counts=counts,
         top=[(c, v, store.verdict(c.id, first_stage) if first_stage else None) for c, v in hall],
-        start=min(times) if times else None, end=max(times) if times else None, notes=[], reference=reference)
+        start=min(times) if times else None, end=max(times) if times else None, notes=[], reference=reference,
+        baseline_sample=store.baseline_sample(), samples=samples, claims=store.claims())
     run.notes = missing_notes(run)
     return run
 

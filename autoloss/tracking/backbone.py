@@ -9,6 +9,7 @@ last stage, so a checkpoint's ``layer4.*`` and ``fc.*`` weights are skipped when
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -81,7 +82,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"backbone checkpoint {path} does not exist")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (any failure to unpickle means "not a checkpoint")
         raise UserError(f"backbone checkpoint {path} is not a PyTorch checkpoint of tensors ({type(error).__name__})") from None
     for key in ("state_dict", "model", "net"):

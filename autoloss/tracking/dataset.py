@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,9 @@ ABSENCE_FILE = "absence.label"
 COVER_FILE = "cover.label"
 FRAME_PATTERN = re.compile(r"^(\d{8})\.jpg$")
 MAX_COVER = 8
+# Pixels a frame may have: PIL's own warning threshold (about 9459 x 9459); GOT-10k's frames are at most
+# a few million pixels. A header that claims more is refused before anything decodes it.
+MAX_FRAME_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -120,13 +125,34 @@ def read_sequence(folder: str | Path, allow_first_only: bool = False, check_fram
 def load_frame(path: str | Path) -> np.ndarray:
     """Decode one frame fully: an H x W x 3 uint8 RGB array (a UserError naming the file if it fails)."""
     path = Path(path)
-    try:
-        with Image.open(path) as image:
+    with _opened(path) as image:
+        try:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise UserError(f"frame {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UserError(f"frame {path} does not decode as an image: {_one_line(error)}") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise UserError(f"frame {path} does not decode as an image: {_one_line(error)}") from None
+
+
+@contextmanager
+def _opened(path: Path):
+    """``Image.open(path)`` with every failure one UserError naming the file, and PIL's decompression-bomb
+    warning and error turned into the same line (a header over :data:`MAX_FRAME_PIXELS` is refused)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except FileNotFoundError:
+            raise UserError(f"frame {path} does not exist") from None
+        except Image.DecompressionBombError:
+            raise UserError(f"frame {path}: its header claims more than {2 * MAX_FRAME_PIXELS} pixels (a "
+                            f"decompression bomb?); frames may have at most {MAX_FRAME_PIXELS}") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise UserError(f"frame {path} does not decode as an image: {_one_line(error)}") from None
+        with image:
+            width, height = image.size
+            if width * height > MAX_FRAME_PIXELS:
+                raise UserError(f"frame {path}: its header claims {width}x{height} = {width * height} pixels (a "
+                                f"decompression bomb?); frames may have at most {MAX_FRAME_PIXELS}")
+            yield image
 
 
 def _read_list(list_file: Path) -> list[str]:
@@ -185,11 +211,8 @@ def _frame_size(frames: tuple[Path, ...], check_all: bool) -> tuple[int, int]:
 
 
 def _header_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UserError(f"frame {path} does not decode as an image: {_one_line(error)}") from None
+    with _opened(path) as image:
+        width, height = image.size
     if width < 1 or height < 1:
         raise UserError(f"frame {path} has an empty size {width}x{height}")
     return int(width), int(height)
@@ -274,7 +297,7 @@ def _check_boxes_in_frame(path: Path, sequence: TrackingSequence) -> None:
     width, height = sequence.image_size
     known = np.isfinite(sequence.boxes).all(axis=1)
     x, y, w, h = sequence.boxes.T
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # 1e308 + 1e308: refused below, not warned
         empty = (w <= 0) | (h <= 0)
         outside = (x >= width) | (y >= height) | (x + w <= 0) | (y + h <= 0)
     bad = known & sequence.visible() & (empty | outside)

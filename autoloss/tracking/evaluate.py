@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from autoloss.engine import evidence
 from autoloss.engine.runs import open_run
 from autoloss.errors import UserError
 
@@ -39,12 +40,30 @@ def _mean_std(values: list[float]) -> str:
 
 
 def result_table(variants, seeds, results) -> list[str]:
-    """The Markdown table: AO, SR0.5, SR0.75 as mean ± standard deviation over the seeds."""
+    """The Markdown table: AO, SR0.5, SR0.75 as mean ± standard deviation over the seeds; then each other
+    neck's AO against the first (the hand-designed neck): Welch's one-sided test (:mod:`autoloss.engine.evidence`)."""
     lines = ["| neck | AO | SR0.5 | SR0.75 | seeds ok |", "| --- | ---: | ---: | ---: | ---: |"]
+    ao = {}
     for name, _ in variants:
         ok = [results[(name, s)] for s in seeds if (name, s) in results and "error" not in results[(name, s)]]
         cells = [_mean_std([r[key] for r in ok]) for key in ("ao", "sr50", "sr75")]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(ok)}/{len(seeds)} |")
+        ao[name] = [float(r["ao"]) for r in ok]
+    if not variants:
+        return lines
+    reference = variants[0][0]
+    lines += ["", f"± is the standard deviation over the seeds. Each neck's AO against the {reference}: 'better' means "
+                  f"at least {evidence.MIN_SEEDS} seeds each, mean above, and {evidence.TEST} t-test at level "
+                  f"{evidence.ALPHA:g}; ± is one standard error of the difference.", ""]
+    for name, _ in variants[1:]:
+        claim = evidence.compare(ao[name], ao[reference])
+        if min(len(ao[name]), len(ao[reference])) < evidence.MIN_SEEDS:
+            diff = f" (difference {claim.difference:+.3f})" if claim.difference is not None else ""
+            lines.append(f"- {name}: {len(ao[name])} and {len(ao[reference])} finished seeds{diff}: fewer than "
+                         f"{evidence.MIN_SEEDS} seeds each, so nothing can be claimed (--seeds 3 or more)")
+        else:
+            lines.append(f"- {name}: {claim.text(digits=3)}; one-sided {100 * (1 - claim.alpha):.0f}% lower bound "
+                         f"{claim.lower:+.3f}")
     return lines
 
 

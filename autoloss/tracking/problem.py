@@ -21,15 +21,20 @@ parent, the operators breed it as the initial cell.
 
 Data: a root holding one GOT-10k-layout folder per role (:data:`ROLES`): ``weights/`` (the
 network's and the candidates' training), ``verify/`` (MOS), ``holdout/`` (the proxy's AO) and
-``test/`` (``autoloss evaluate``; fully annotated). A GOT-10k download (``train/``, ``val/``) is
-read as weights = ``train/`` and verify = holdout = test = ``val/`` (GOT-10k's test split has no
-public boxes), see :func:`resolve_splits`.
+``test/`` (``autoloss evaluate``; fully annotated), and for a differentiable search
+``architecture/`` (alpha's training). A GOT-10k download (``train/``, ``val/``; its test split has
+no public boxes) keeps ``val/`` for the test alone: :func:`carve_download` carves seeded, disjoint
+verify, hold-out and architecture sequences out of ``train/`` (the rest is the weights split) and
+writes them as folders of links into the run directory, listed there (see :func:`resolve_splits`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import random
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -38,9 +43,15 @@ from autoloss.engine.study import Problem
 from autoloss.errors import UserError
 
 ROLES = ("weights", "verify", "holdout", "test")
-GOT10K_SPLITS = {"weights": "train", "verify": "val", "holdout": "val", "test": "val"}
+# A GOT-10k download before :func:`carve_download`: every role but the test is a part of train/.
+GOT10K_SPLITS = {"weights": "train", "verify": "train", "holdout": "train", "test": "val"}
+CARVED = {"verify": (0.02, 180), "holdout": (0.02, 180), "architecture": (0.10, None)}  # (share of train/, cap)
+SPLITS_DIR = "splits"  # in the run directory: the carved download's folders of links
+CARVE_FILE = "carve.json"  # in SPLITS_DIR: the source, the seed and every role's sequences (written last)
+CARVE_VERSION = 1
 BASELINE_FILE = "baseline_tracker.pt"
 DECODE_LIMIT = 20000  # frames decoded fully by the data check (beyond it: headers only)
+STAGE_LIMITS = {"mos_steps": 10**8, "mos_sequences": 100_000}  # the stage settings' ranges (from 1)
 
 
 @dataclass(frozen=True)
@@ -53,8 +64,9 @@ class StageSettings:
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"tracker option {f.name} must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= STAGE_LIMITS[f.name]:
+                raise UserError(f"tracker option {f.name} must be an integer in [1, {STAGE_LIMITS[f.name]}], "
+                                f"got {str(value)[:40]}")
 
 
 @dataclass(frozen=True)
@@ -140,7 +152,8 @@ def apply_options(settings, stages: StageSettings, options: list[str] | None):
 
 
 def resolve_splits(data_root: str | Path) -> dict[str, str]:
-    """The folder (under ``data_root``) of each role: ours (weights/ ...) or a GOT-10k download's."""
+    """The folder (under ``data_root``) of each role: ours (weights/ ...) or a GOT-10k download's
+    (:data:`GOT10K_SPLITS`: everything but the test in train/, until :func:`carve_download` splits it)."""
     root = Path(data_root)
     if not root.is_dir():
         raise UserError(f"tracking data folder {root} does not exist or is not a directory")
@@ -152,6 +165,99 @@ def resolve_splits(data_root: str | Path) -> dict[str, str]:
                         f"the folders {', '.join(r + '/' for r in ROLES)} each with list.txt and its sequences, "
                         "or a GOT-10k download's train/ and val/)")
     return {role: role for role in ROLES}
+
+
+def is_got10k_download(splits: dict[str, str]) -> bool:
+    """Whether ``splits`` (from :func:`resolve_splits`) are a GOT-10k download's, still to be carved."""
+    return splits == GOT10K_SPLITS
+
+
+def carve_plan(names: list[str], seed: int) -> dict[str, list[str]]:
+    """The sequences of each role carved out of a train split's ``names``: seeded, disjoint, covering.
+
+    Verify and hold-out take 2% of the sequences each (at most 180, the size of GOT-10k's val), the
+    architecture split 10%, each at least one; the weights split keeps the rest. The names are shuffled
+    by ``random.Random(seed)`` from their sorted order, so the plan depends on the set and the seed only.
+    """
+    total = len(names)
+    counts = {role: max(1, round(share * total)) for role, (share, _) in CARVED.items()}
+    counts = {role: min(count, CARVED[role][1] or count) for role, count in counts.items()}
+    if total - sum(counts.values()) < 1:
+        raise UserError(f"a GOT-10k train/ of {total} sequence(s) is too small to carve verify, hold-out and "
+                        f"architecture sequences out of it and keep some to train on (at least "
+                        f"{sum(counts.values()) + 1} are needed)")
+    order = sorted(names)
+    random.Random(seed).shuffle(order)
+    plan, start = {}, 0
+    for role in CARVED:
+        plan[role] = sorted(order[start:start + counts[role]])
+        start += counts[role]
+    plan["weights"] = sorted(order[start:])
+    return plan
+
+
+def carve_download(download: str | Path, run_dir: str | Path, seed: int = 0) -> tuple[Path, dict[str, str]]:
+    """A GOT-10k download's roles as GOT-10k-layout folders of ``run_dir/splits``: the data root and
+    splits the search and ``autoloss evaluate`` then read.
+
+    ``weights/``, ``verify/``, ``holdout/`` and ``architecture/`` are the parts of ``train/`` that
+    :func:`carve_plan` draws with ``seed``, ``test/`` is ``val/`` whole: each folder has its
+    ``list.txt`` and one link per sequence into the download (nothing is copied). ``carve.json``
+    (written last) records the source, the seed and every role's sequences; a folder carved from
+    another download or with another seed is refused, not overwritten, and a complete one is re-used.
+    """
+    download, root = Path(download).resolve(), Path(run_dir) / SPLITS_DIR
+    sources = {role: "train" for role in (*CARVED, "weights")} | {"test": "val"}
+    plan = carve_plan(_list_names(download / "train"), seed)
+    plan["test"] = _list_names(download / "val")
+    record = {"version": CARVE_VERSION, "source": str(download), "seed": seed, "folders": sources, "sequences": plan}
+    manifest = root / CARVE_FILE
+    splits = {role: role for role in (*ROLES, "architecture")}
+    if manifest.is_file():
+        try:
+            stored = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UserError(f"cannot read {manifest}: {str(exc).splitlines()[0][:200]}") from None
+        if stored != record:
+            what = (f"from {stored.get('source')} with seed {stored.get('seed')}" if isinstance(stored, dict)
+                    else "by something else")
+            raise UserError(f"{root} holds splits carved {what}, not from {download} with seed {seed} as they "
+                            "are now: not overwritten (use another --out, or the data and seed of that run)")
+        return root, splits
+    from autoloss.files import path_error, write_atomic
+
+    for role, names in plan.items():
+        folder = root / role
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                link, target = folder / name, download / sources[role] / name
+                if link.is_symlink() and Path(os.readlink(link)) == target:
+                    continue
+                if link.exists() or link.is_symlink():
+                    raise UserError(f"{link} exists and is not autoloss's link to {target}: not overwritten")
+                link.symlink_to(target, target_is_directory=True)
+        except OSError as exc:
+            raise path_error(folder, exc) from None
+        write_atomic(folder / "list.txt", "".join(f"{name}\n" for name in names))
+    write_atomic(manifest, json.dumps(record, indent=1) + "\n")
+    return root, splits
+
+
+def _list_names(folder: Path) -> list[str]:
+    """The sequence names of a GOT-10k-layout folder's list.txt (one per line; blank lines skipped)."""
+    try:
+        text = (folder / "list.txt").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {folder / 'list.txt'}: {str(exc).splitlines()[0][:200]}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def usable_frames(sequence) -> int:
+    """The sequence's frames with a box and the target visible (what the pair sampler draws from)."""
+    import numpy as np
+
+    return int((sequence.visible() & np.isfinite(sequence.boxes).all(axis=1)).sum())
 
 
 def check_data(data_root: str | Path, splits: dict[str, str], decode_limit: int = DECODE_LIMIT) -> dict[str, int]:
@@ -167,6 +273,11 @@ def check_data(data_root: str | Path, splits: dict[str, str], decode_limit: int 
             sequences = read_sequences(data_root, folder, allow_first_only=False)
             seen[folder] = sequences
             frames += [path for sequence in sequences for path in sequence.frames]
+            if not any(usable_frames(sequence) >= 2 for sequence in sequences):
+                longest = max(len(sequence) for sequence in sequences)
+                raise UserError(f"{Path(data_root) / folder}: no sequence has two frames with the target visible "
+                                f"({len(sequences)} sequence(s) of at most {longest} frame(s)); the tracker trains "
+                                "on pairs of frames and scores the frames after the first")
         counts[role] = len(seen[folder])
     if len(frames) <= decode_limit:
         for path in frames:

@@ -23,7 +23,6 @@ checkpoint's backbone (frozen) computes the maps of every search batch once; fre
 from __future__ import annotations
 
 import hashlib
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,6 +34,7 @@ from autoloss.cell.supernet import CellSupernet, architecture_parameters, weight
 from autoloss.differentiable.worker import SupernetSetup
 from autoloss.engine.protocols import Supernet
 from autoloss.errors import UserError
+from autoloss.files import write_atomic
 from autoloss.tracking.backbone import InputAdapters
 from autoloss.tracking.classifier import TargetClassifier
 from autoloss.tracking.dataset import read_sequences
@@ -134,9 +134,7 @@ def split_maps(backbone_net: nn.Module, settings: TrackingSettings, data_root: s
                 stride8, stride16 = backbone_net.backbone_maps(batch_images(batch).to(settings.device))
                 entries.append({"stride8": stride8.cpu().half(), "stride16": stride16.cpu().half(),
                                 "train_boxes": batch.train_boxes, "test_boxes": batch.test_boxes})
-        temporary = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}")
-        torch.save(entries, temporary)
-        os.replace(temporary, cache_file)
+        write_atomic(cache_file, lambda file: torch.save(entries, file))
     _MAPS[key] = entries
     return entries
 

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from autoloss.errors import UserError
+from autoloss.files import generated_folder, write_atomic
 
 GENERATOR_VERSION = 1
 MANIFEST = "synthetic.json"
@@ -168,26 +169,23 @@ def write_sequences(folder: str | Path, settings: SyntheticSettings, split: str,
         "settings": asdict(settings),
     }
     manifest = folder / MANIFEST
-    if folder.exists():
-        if not folder.is_dir():
-            raise UserError(f"{folder} exists and is not a directory")
-        if manifest.is_file():
-            try:
-                if json.loads(manifest.read_text(encoding="utf-8")) == json.loads(json.dumps(params)):
-                    return folder
-            except (OSError, ValueError):
-                pass
-            shutil.rmtree(folder)
-        elif any(folder.iterdir()):
-            raise UserError(f"refusing to write synthetic tracking data into {folder}: it is not empty and not ours")
+    if generated_folder(folder, MANIFEST, params["generator"], "synthetic tracking data"):  # ours: kept or redone
+        try:
+            if json.loads(manifest.read_text(encoding="utf-8")) == json.loads(json.dumps(params)):
+                return folder
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # ours from now on, incomplete until the full manifest is written last
+    write_atomic(manifest, json.dumps({"generator": params["generator"], "complete": False}) + "\n")
     names = []
     for index in range(settings.sequences):
         sequence = make_sequence(settings, split, index, seed)
         _write_sequence(folder / sequence.name, sequence, settings)
         names.append(sequence.name)
     (folder / "list.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
-    manifest.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_atomic(manifest, json.dumps(params, indent=2, sort_keys=True) + "\n")
     return folder
 
 
@@ -217,11 +215,18 @@ def generate_dataset(
     unknown = sorted(set(sizes) - set(SPLITS))
     if unknown:
         raise UserError(f"unknown synthetic tracking splits {unknown}; choose from {list(SPLITS)}")
+    check_folders(root, [split for split in SPLITS if sizes[split] > 0])  # before any split is written
     return {
         split: generate_split(root, split, sizes[split], frames, size, seed)
         for split in SPLITS
         if sizes[split] > 0
     }
+
+
+def check_folders(root: str | Path, splits=SPLITS) -> None:
+    """Refuse (UserError) a data root where a split's folder is neither absent, empty nor this generator's."""
+    for split in splits:
+        generated_folder(Path(root) / split, MANIFEST, "autoloss.tracking.synthetic", "synthetic tracking data")
 
 
 # --------------------------------------------------------------------------------------- planning

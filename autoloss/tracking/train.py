@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from autoloss.errors import UserError
+from autoloss.files import write_atomic
 from autoloss.tracking.backbone import load_backbone_checkpoint
 from autoloss.tracking.boxes import sample_at
 from autoloss.tracking.classifier import classifier_loss, crop_to_cells, gaussian_label_density
@@ -38,6 +39,35 @@ from autoloss.tracking.tracker import ProxyTracker, run_sequence
 CHECKPOINT_VERSION = 1
 WEIGHTS = "weights"  # the split the network's weights are trained on
 MAP_CACHE_SIZE = 2  # search-map pools kept in memory per process (the proxy's and the MOS's)
+
+
+DEPTHS = (18, 34, 50, 101, 152)  # the ResNets MMDetection builds
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds must fit
+# Every numeric knob's range, inclusive (an int range: integers only). Beyond these a run either fails
+# with a traceback, exhausts memory or measures nothing (AO 0 everywhere); the memory a combination
+# needs is estimated on top of them (estimate_memory).
+SETTING_RANGES: dict[str, tuple] = {
+    "depth": (18, 152), "base_channels": (4, 512), "channels": (1, 1024), "filter_size": (1, 63),
+    "crop_size": (2 * STRIDE, 1024), "search_factor": (1.0, 32.0), "sigma_factor": (1e-3, 10.0),
+    "frames": (1, 64), "max_gap": (1, 100_000), "train_jitter": (0.0, 10.0), "test_jitter": (0.0, 10.0),
+    "scale_jitter": (0.0, 2.0), "train_iterations": (0, 1000), "baseline_steps": (1, 10**8),
+    "baseline_batch": (1, 4096), "baseline_lr": (1e-12, 10.0), "size_weight": (0.0, 1e6), "steps": (1, 10**8),
+    "batch": (1, 4096), "lr": (1e-12, 10.0), "pool": (1, 100_000), "track_iterations": (1, 1000),
+    "init_shifts": (0, 8), "scale_lr": (0.0, 1.0), "update_interval": (0, 10**6),
+    "weights_sequences": (1, 100_000), "holdout_sequences": (1, 100_000), "test_sequences": (1, 100_000),
+    "verify_sequences": (1, 100_000), "sequence_frames": (2, 100_000), "frame_size": (32, 4096),
+    "data_seed": (0, MAX_SEED), "seed": (0, MAX_SEED), "threads": (0, 4096),
+}
+
+
+def _bound(value) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _shown(value) -> str:
+    """A value as an error message shows it: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -89,14 +119,33 @@ class TrackingSettings:
 
     def __post_init__(self) -> None:
         problems = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SETTING_RANGES:
+                low, high = SETTING_RANGES[f.name]
+                kind = int if isinstance(low, int) else float
+                ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+                ok = ok and not isinstance(value, bool) and low <= value <= high  # NaN compares False
+                if not ok:
+                    problems.append(f"{f.name} must be {'an integer' if kind is int else 'a number'} in "
+                                    f"[{_bound(low)}, {_bound(high)}], got {_shown(value)}")
+        if problems:  # the checks below assume numbers in range
+            raise UserError("tracking settings: " + "; ".join(problems))
+        if self.depth not in DEPTHS:
+            problems.append(f"depth must be one of {', '.join(map(str, DEPTHS))} (a ResNet), got {self.depth}")
         if self.crop_size % STRIDE:
-            problems.append(f"crop_size must be a multiple of {STRIDE}")
-        if self.filter_size % 2 == 0 or self.filter_size < 1:
-            problems.append("filter_size must be odd")
-        if min(self.channels, self.frames, self.steps, self.batch, self.pool, self.baseline_batch) < 1:
-            problems.append("channels, frames, steps, batch, pool and baseline_batch must be >= 1")
+            problems.append(f"crop_size must be a multiple of {STRIDE}, got {self.crop_size}")
+        if self.filter_size % 2 == 0:
+            problems.append(f"filter_size must be odd, got {self.filter_size}")
+        elif self.filter_size > self.map_size:
+            problems.append(f"filter_size {self.filter_size} is larger than the {self.map_size} x {self.map_size} "
+                            f"score map of {self.crop_size} px crops (crop_size / {STRIDE})")
         if self.search_factor <= 1:
             problems.append("search_factor must be > 1")
+        if not isinstance(self.device, str) or not self.device:
+            problems.append(f"device must be a torch device name, got {_shown(self.device)}")
+        if self.backbone_checkpoint is not None and not isinstance(self.backbone_checkpoint, str):
+            problems.append(f"backbone_checkpoint must be a path, got {_shown(self.backbone_checkpoint)}")
         if problems:
             raise UserError("tracking settings: " + "; ".join(problems))
 
@@ -127,6 +176,81 @@ class TrackingSettings:
             "size_weight seed"
         ).split()
         return {name: getattr(self, name) for name in names}
+
+
+# Activations a training step keeps for the backward pass, per image, in units of base_channels x crop_size^2
+# (the ResNet stem and layers 1-3, every conv, BN and ReLU output counted; layer 4 is not built).
+BACKBONE_ACTIVATIONS = {18: 2.2, 34: 3.3, 50: 8.2, 101: 13.0, 152: 19.0}
+BACKBONE_PARAMETERS = {18: 2.8e6, 34: 8.2e6, 50: 8.6e6, 101: 27.1e6, 152: 42.0e6}  # layers 1-3 at base 64
+CELL_TENSORS = 160  # feature maps of C channels per image in adapters + a cell (8 edges, sep convs) + their grads
+GIB = 1 << 30
+
+
+def estimate_memory(settings: TrackingSettings, workers: int = 1, mos_steps: int = 20) -> dict[str, int]:
+    """A rough upper bound (bytes) of the memory the settings need (within about 2x of what a CPU step
+    measures): ``baseline``, one process training the whole network (backbone activations of
+    ``2 * frames * baseline_batch`` crops, the cell, the classifier's unfolded filter patches per
+    steepest-descent step, the parameters with Adam's state); ``step``, one search-regime training step
+    of neck and classifier; ``cache``, the half-precision backbone maps of the ``pool`` search batches
+    and of the MOS's, which every evaluating process keeps in host memory."""
+    s, b, c, m, k = settings.crop_size, settings.base_channels, settings.channels, settings.map_size, settings.filter_size
+    expansion = 4 if settings.depth >= 50 else 1
+    maps = expansion * b * (2 * (s // 8) ** 2 + 4 * m * m)  # the stride-8 and stride-16 maps of one crop
+
+    def step(images: int, backbone: bool) -> int:
+        floats = images * (maps + CELL_TENSORS * c * m * m + 4 * c * k * k * m * m * (settings.train_iterations + 2))
+        if backbone:
+            floats += images * (3 + BACKBONE_ACTIVATIONS[settings.depth] * b) * s * s
+        return int(floats * 4 * 2)  # float32, and the gradients of as much again
+
+    parameters = int(BACKBONE_PARAMETERS[settings.depth] * (b / 64) ** 2 * 4 * 4)  # weights, grads, Adam's 2 moments
+    cache = (settings.pool + min(settings.pool, mos_steps)) * settings.batch * 2 * settings.frames * maps * 2
+    return {"baseline": step(2 * settings.frames * settings.baseline_batch, True) + parameters,
+            "step": step(2 * settings.frames * settings.batch, False) + parameters // 4, "cache": cache}
+
+
+def machine_memory() -> int | None:
+    """The machine's physical memory in bytes (/proc/meminfo's MemTotal, else sysconf); None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(settings: TrackingSettings, workers: int | None = 1, mos_steps: int = 20,
+                 host: int | None = None, gpu: int | None = None) -> dict[str, int]:
+    """Refuse (one UserError line, with the estimate) settings whose :func:`estimate_memory` exceeds the
+    machine: on the CPU the host memory holds the baseline's training, then ``workers`` evaluations
+    (each its step and its cached maps); with a GPU (``gpu`` bytes; default: the first CUDA device's,
+    when there is one) the GPU holds the training steps and the host the cached maps."""
+    estimate = estimate_memory(settings, workers or 1, mos_steps)
+    host = machine_memory() if host is None else host
+    if gpu is None and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_properties(0).total_memory
+    count = workers or 1
+    if gpu:
+        needs = [("GPU", gpu, max(estimate["baseline"], estimate["step"]), "a training step"),
+                 ("host", host, estimate["cache"] * count, f"the cached backbone maps of {count} worker(s)")]
+    else:
+        search = (estimate["step"] + estimate["cache"]) * count
+        needs = [("host", host, max(estimate["baseline"], search),
+                  "the baseline's training" if estimate["baseline"] >= search else f"{count} worker(s) evaluating")]
+    for where, total, need, what in needs:
+        if total is not None and need > total:
+            raise UserError(
+                f"these tracking settings need about {need / GIB:.1f} GiB of {where} memory for {what} (an estimate: "
+                f"baseline training {estimate['baseline'] / GIB:.1f} GiB for {2 * settings.frames * settings.baseline_batch} "
+                f"crops of {settings.crop_size} px, a search step {estimate['step'] / GIB:.1f} GiB, cached maps "
+                f"{estimate['cache'] / GIB:.1f} GiB per worker), more than this machine's {total / GIB:.1f} GiB: "
+                "lower baseline_batch, batch, frames, crop_size, pool or --workers")
+    return estimate
 
 
 class torch_threads:
@@ -253,6 +377,8 @@ def train_baseline(settings: TrackingSettings, data_root: str | Path, out_path: 
                    split: str = WEIGHTS) -> Path:
     """Train the whole network with the hand neck on ``split``; re-use ``out_path`` if it matches."""
     out_path = Path(out_path)
+    if out_path.exists() and not out_path.is_file():  # checked before minutes of training, not after
+        raise UserError(f"cannot write the baseline tracker to {out_path}: it exists and is not a file; move it away")
     if baseline_matches(settings, data_root, out_path, split):
         return out_path
     key = _checkpoint_key(settings, data_root, split)
@@ -289,9 +415,8 @@ def _fit_baseline(settings: TrackingSettings, data_root, out_path: Path, key: di
             log(f"baseline step {step + 1}/{settings.baseline_steps}: classifier {recent[0]:.3f} size {recent[1]:.3f} ({time.perf_counter() - start:.0f} s)")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.cpu() for k, v in net.state_dict().items()}
-    temporary = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
-    torch.save({"key": key, "state_dict": state, "history": [list(h) for h in history]}, temporary)
-    os.replace(temporary, out_path)
+    checkpoint = {"key": key, "state_dict": state, "history": [list(h) for h in history]}
+    write_atomic(out_path, lambda file: torch.save(checkpoint, file))  # a full disk: one line, no temporary left
 
 
 def load_baseline(settings: TrackingSettings, path: str | Path) -> TrackerNet:
@@ -342,9 +467,7 @@ def search_maps(net: TrackerNet, settings: TrackingSettings, data_root, baseline
                     "train_boxes": batch.train_boxes,
                     "test_boxes": batch.test_boxes,
                 })
-        temporary = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}")
-        torch.save(entries, temporary)
-        os.replace(temporary, cache_file)
+        write_atomic(cache_file, lambda file: torch.save(entries, file))
     if len(_MAP_CACHE) >= MAP_CACHE_SIZE:
         _MAP_CACHE.pop(next(iter(_MAP_CACHE)))
     _MAP_CACHE[key] = entries

@@ -9,23 +9,22 @@ one expression (or ready loss name) of a search space; both name the losses, wri
 from __future__ import annotations
 
 import ast
-import keyword
+import os
 import re
-import sys
 import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoloss.engine.runs import beating_baseline
 from autoloss.errors import UserError
+from autoloss.files import path_error, write_atomic
 from autoloss.detection.export.module import ExportedLoss, module_source
 from autoloss.detection.export.run import RunLosses, Scored, read_run
 from autoloss.detection.export.snippet import Placement, config_snippet, default_placement, detector_placement
 from autoloss.loss.expression import parse, to_infix
 from autoloss.loss.space import SearchSpace, load_space
+from autoloss.source_text import SHADOWED, ascii_label, literal, mention, module_name  # noqa: F401  (re-exported)
 
-# module names an exported module must not take: it would hide the real one
-SHADOWED = {"autoloss", "torch", "mmdet", "mmengine", "mmcv", "numpy", "deap", "sympy", "yaml"}
 BRANCH_WORDS = {"cls": "Cls", "reg": "Reg"}
 
 
@@ -67,24 +66,16 @@ def class_prefix(name: str) -> str:
 
 
 def module_name_for(path: Path) -> str:
-    """The import name of a module file, checked: a Python identifier that hides no other module."""
-    if path.suffix != ".py":
-        raise UserError(f"--out {path}: the module file must end in .py")
-    name = path.stem
-    if not name.isidentifier() or keyword.iskeyword(name):
-        raise UserError(f"--out {path}: {name!r} is not a valid module name (configs import it by name; "
-                        "use letters, digits and underscores)")
-    stdlib = getattr(sys, "stdlib_module_names", frozenset())
-    if name in SHADOWED or name in stdlib:
-        raise UserError(f"--out {path}: {name!r} would hide the module of that name; choose another file name")
-    return name
+    """The import name of a module file, checked (:func:`autoloss.source_text.module_name`, the rule of
+    every exporter): a Python identifier that hides no other module."""
+    return module_name(path)
 
 
 # ------------------------------------------------------------------------------------------------ from a run
 
 
 def export_run(run_dir, top: int = 1, out=None, name: str | None = None,
-               detector: str | None = None, include_worse: bool = False) -> Export:
+               detector: str | None = None, include_worse: bool = False, include_unconfirmed: bool = False) -> Export:
     """Export the ``top`` best proxy-evaluated losses of a run into one module (default
     ``RUN_DIR/export/autoloss_<run name>.py``) and write its config fragment beside it.
 
@@ -94,9 +85,10 @@ def export_run(run_dir, top: int = 1, out=None, name: str | None = None,
     run = read_run(run_dir, top)
     base = run.baseline.fitness if run.baseline is not None and not run.only_baseline else None
     kept, left_out = beating_baseline(run.best, lambda item: item.fitness, base, include_worse, ("loss", "losses"),
-                                      run.run_dir, f"proxy {run.metric}")
+                                      run.run_dir, f"proxy {run.metric}", claim=lambda item: run.claims.get(
+                                          item.candidate.id), include_unconfirmed=include_unconfirmed)
     run = replace(run, best=kept, notes=run.notes + left_out)
-    run_label = re.sub(r"[^0-9A-Za-z]+", "_", run.name).strip("_").lower() or "run"
+    run_label = ascii_label(run.name)
     out = Path(out) if out else run.run_dir / "export" / f"autoloss_{run_label}.py"
     module_name = module_name_for(out)
     prefix = class_prefix(name) if name else "AutolossRun" + (camel(run.name) or "Search")
@@ -118,7 +110,16 @@ def export_run(run_dir, top: int = 1, out=None, name: str | None = None,
         raise UserError(f"{exc} (the run's detector; pass --detector to choose another)") from None
     snippet = config_snippet(module_name, losses[:1], losses[1:], placement)
     docstring = _run_docstring(run, losses, module_name, snippet)
-    return _write(out, losses, docstring, snippet, notes)
+    return _write(out, losses, docstring, snippet, notes, _provenance(run))
+
+
+def _provenance(run: RunLosses) -> dict:
+    """Where the losses come from, as the module's ``RUN`` data (each value read back exactly)."""
+    task = run.config.get("task") if isinstance(run.config.get("task"), dict) else {}
+    found = {"run": run.name, "run_dir": str(run.run_dir.resolve()), "metric": run.metric,
+             "space": run.space.name, "detector": run.detector, "task": run.config.get("task_name"),
+             "branch": task.get("branch", run.space.branch)}
+    return {key: value for key, value in found.items() if isinstance(value, str)}
 
 
 def _run_loss(run: RunLosses, item: Scored, rank: int, prefix: str) -> ExportedLoss:
@@ -127,33 +128,39 @@ def _run_loss(run: RunLosses, item: Scored, rank: int, prefix: str) -> ExportedL
     tag = "Baseline" if baseline else f"Rank{rank}"
     score = _score(run, item)
     if baseline:
-        title = f"The baseline (initial loss) of autoloss run '{run.name}': {score}."
+        title = f"The baseline (initial loss) of autoloss run {literal(run.name)}: {score}."
     else:
-        title = f"Rank {rank} of autoloss run '{run.name}': {score}."
+        title = f"Rank {rank} of autoloss run {literal(run.name)}: {score}."
     candidate = item.candidate
     details = [
         f"Candidate {candidate.id}: "
         + ("the baseline" if baseline else f"generation {candidate.generation + 1} of the search") + f", index {candidate.index}, "
-        f"origin {candidate.origin or 'unknown'}; {_metrics(run, item)}.",
-        f"Run: {run.run_dir.resolve()} ({_settings(run)}).",
+        f"origin {mention(candidate.origin or 'unknown')}; {_metrics(run, item)}.",
+        f"Run: {mention(run.run_dir.resolve())} ({_settings(run)}).",
     ]
     return ExportedLoss(item.node, run.space, f"{prefix}{tag}{BRANCH_WORDS[branch]}Loss",
                         f"{tag.lower()}_{branch}_loss", title, tuple(details))
 
 
 def _score(run: RunLosses, item: Scored) -> str:
-    text = f"proxy {run.metric} {item.fitness:.4f}"
+    text = f"proxy {mention(run.metric)} {item.fitness:.4f}"
     if run.baseline is not None and item.candidate.id != run.baseline.candidate.id:
         delta = item.fitness - run.baseline.fitness
         text += f" (baseline {run.baseline.fitness:.4f}, {delta:+.4f})"
         if delta <= 0:
             text += "; WORSE THAN THE BASELINE: the search did not find it better than the initial loss"
+        claim = run.claims.get(item.candidate.id)
+        if claim is not None and claim.better:
+            text += f"; confirmed {claim.text()}"
+        else:
+            said = claim.text() if claim is not None and claim.candidate.n else "one seed, never retrained"
+            text += f"; UNCONFIRMED: {said}"
     return text
 
 
 def _metrics(run: RunLosses, item: Scored) -> str:
     metrics = item.proxy.metrics
-    parts = [f"proxy {run.metric} {item.fitness:.4f}"]
+    parts = [f"proxy {mention(run.metric)} {item.fitness:.4f}"]
     extra = [f"{k} {metrics[k]:.4f}" for k in ("mAP_50", "mAP_75") if isinstance(metrics.get(k), (int, float))]
     if extra:
         parts[0] += f" ({', '.join(extra)})"
@@ -161,21 +168,22 @@ def _metrics(run: RunLosses, item: Scored) -> str:
         parts[0] += f" after {metrics['iters']} iterations"
     mos = item.mos.metrics.get("fitness") if item.mos and item.mos.status == "ok" else None
     if isinstance(mos, (int, float)):
-        parts.append(f"MOS {run.metric} {mos:.4f}")
+        parts.append(f"MOS {mention(run.metric)} {mos:.4f}")
     return ", ".join(parts)
 
 
 def _settings(run: RunLosses) -> str:
     search = run.config.get("search") if isinstance(run.config.get("search"), dict) else {}
     task = run.config.get("task") if isinstance(run.config.get("task"), dict) else {}
-    where = f"detector {run.detector}" if run.detector else f"task {run.config.get('task_name', 'unknown')}"
-    words = [where, f"branch {task.get('branch', run.space.branch)}", f"space {run.space.name}"]
-    words += [f"{key} {search[key]}" for key in ("strategy", "seed") if key in search]
+    where = f"detector {mention(run.detector)}" if run.detector else \
+        f"task {mention(run.config.get('task_name', 'unknown'))}"
+    words = [where, f"branch {mention(task.get('branch', run.space.branch))}", f"space {mention(run.space.name)}"]
+    words += [f"{key} {mention(search[key])}" for key in ("strategy", "seed") if key in search]
     return ", ".join(words)
 
 
 def _run_docstring(run: RunLosses, losses: list[ExportedLoss], module_name: str, snippet: str) -> str:
-    intro = (f"Run '{run.name}' in {run.run_dir.resolve()} ({_settings(run)}). Exported by `autoloss "
+    intro = (f"Run {literal(run.name)} in {mention(run.run_dir.resolve())} ({_settings(run)}). Exported by `autoloss "
              "export`; the module needs only torch and mmdet, so it can be copied anywhere importable. "
              "Regenerate it rather than edit it.")
     listing = []
@@ -249,14 +257,20 @@ def formula_lines(text: str) -> list[str]:
                          break_long_words=False, break_on_hyphens=False)
 
 
-def _write(out: Path, losses: list[ExportedLoss], docstring: str, snippet: str, notes: list[str]) -> Export:
-    source = module_source(losses, docstring)
+def _write(out: Path, losses: list[ExportedLoss], docstring: str, snippet: str, notes: list[str],
+           run: dict | None = None) -> Export:
+    source = module_source(losses, docstring, run)
     ast.parse(source)  # a generation bug must not reach the user's disk (parsed only, never run)
     config_path = out.with_name(f"{out.stem}_config.py")
+    if len(os.fsencode(config_path.name)) > 255:  # the module would be written, its fragment not
+        raise UserError(f"--out {out}: the file name is too long for its config fragment {config_path.name} "
+                        "(a name is at most 255 bytes); choose a shorter one")
     try:
+        if out.is_dir():
+            raise UserError(f"cannot write {out}: it is a directory")
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(source, encoding="utf-8")
-        config_path.write_text(snippet, encoding="utf-8")
     except OSError as exc:
-        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise path_error(out, exc) from None
+    write_atomic(out, source)  # each whole or not at all: a full disk leaves the user's old files as they were
+    write_atomic(config_path, snippet)
     return Export(out, config_path, snippet, losses, list(notes))

@@ -26,6 +26,7 @@ from autoloss.loss.expression import Node
 from autoloss.loss.genotype import LossGenotype
 from autoloss.loss.primitives import EPS, EXP_MAX, LOG_EPS
 from autoloss.loss.space import SearchSpace
+from autoloss.source_text import data_lines
 
 BASES = {"softmax": "SoftmaxClsLossBase", "sigmoid": "SigmoidClsLossBase",
          "regression": "IoULossBase"}
@@ -62,8 +63,9 @@ class ExportedLoss:
         return "loss_bbox" if self.space.mode == "regression" else "loss_cls"
 
 
-def module_source(losses: list[ExportedLoss], docstring: str) -> str:
-    """The text of a module defining ``losses`` (see the module docstring), with ``docstring`` on top."""
+def module_source(losses: list[ExportedLoss], docstring: str, run: dict | None = None) -> str:
+    """The text of a module defining ``losses`` (see the module docstring), with ``docstring`` on top and,
+    with ``run``, where they come from as the data ``RUN`` (:func:`autoloss.source_text.data_lines`)."""
     if not losses:
         raise ValueError("nothing to export")
     bases = _definitions(_read("autoloss.detection.mmdet", "loss_modules.py"))
@@ -88,6 +90,8 @@ def module_source(losses: list[ExportedLoss], docstring: str) -> str:
         _imports(helpers, with_heads, heads_source),
         "\n".join(constants),
         "__all__ = [" + ", ".join(repr(loss.class_name) for loss in losses) + "]",
+        *(["# Where the losses come from (the run's folder and what its store says), as data.\n"
+           + "\n".join(data_lines("RUN", run))] if run else []),
     ])
     sections = [header]
     if helpers:

@@ -9,7 +9,7 @@ finished its proxy evaluation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoloss.engine.runs import RunRecord, open_run
@@ -56,6 +56,7 @@ class RunLosses:
         return bool(self.best) and self.best[0].candidate.generation == BASELINE_GENERATION
 
     metric: str = "fitness"  # what the proxy fitness measures (stored with the run)
+    claims: dict = field(default_factory=dict)  # candidate id -> evidence.Comparison (fresh seeds vs the baseline)
 
 
 def read_run(run_dir, top: int = 1) -> RunLosses:
@@ -100,7 +101,7 @@ def _read(store: RunRecord, db: Path, top: int) -> RunLosses:
     elif len(best) < top:
         notes.append(f"only {len(best)} losses besides the baseline finished their proxy evaluation "
                      f"(asked for {top})")
-    return RunLosses(db.parent, config, space, detector, best, baseline, notes, store.metric)
+    return RunLosses(db.parent, config, space, detector, best, baseline, notes, store.metric, store.claims())
 
 
 def _baseline(store: RunRecord, scored) -> Scored | None:

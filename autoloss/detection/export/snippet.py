@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from autoloss.errors import UserError
+from autoloss.source_text import literal, mention
 from autoloss.detection.export.module import HEADS, ExportedLoss
 
 TWO_STAGE, ONE_STAGE = "two_stage", "one_stage"  # as autoloss.detection.mmdet.detectors names them
@@ -103,7 +104,7 @@ def config_snippet(module_name: str, chosen: list[ExportedLoss], others: list[Ex
         head[loss.loss_key] = args
     model = {"roi_head": {"bbox_head": head}} if placement.kind == TWO_STAGE else {"bbox_head": head}
 
-    target = _one_line(placement.detector or f"a {placement.kind.replace('_', '-')} detector")
+    target = mention(placement.detector) if placement.detector else f"a {placement.kind.replace('_', '-')} detector"
     lines = [
         f"# MMDetection config fragment for the losses of {module_name} (written by autoloss export):",
         f"# they replace the losses of {placement.head_path} of {target}.",
@@ -112,7 +113,7 @@ def config_snippet(module_name: str, chosen: list[ExportedLoss], others: list[Ex
     ]
     if standalone:
         lines.append(f"# {module_name}.py must be importable: run from its folder or add that folder to PYTHONPATH.")
-    lines.append(f"# _base_ = [{(placement.config_path or 'path/to/your/detector_config.py')!r}]")
+    lines.append(f"# _base_ = [{literal(placement.config_path or 'path/to/your/detector_config.py')}]")
     if not placement.loss_weights:
         lines.append("# loss_weight: keep the weight of the loss each one replaces in your config.")
     lines += [
@@ -127,11 +128,6 @@ def config_snippet(module_name: str, chosen: list[ExportedLoss], others: list[Ex
             lines += ["", f"# Other {key} losses in {module_name}.py (swap the type to try them):"]
             lines += [f"#   {name}" for name in alternatives]
     return "\n".join(lines) + "\n"
-
-
-def _one_line(text: str) -> str:
-    """``text`` fit for a comment line: no line breaks or other control characters."""
-    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _render(value: dict, depth: int) -> str:

@@ -77,6 +77,7 @@ def zoo_source() -> str:
 def write_zoo(path: Path | None = None) -> Path:
     """Regenerate the zoo module file; returns its path."""
     path = Path(path) if path else zoo_path()
-    path.write_text(zoo_source(), encoding="utf-8")
-    return path
+    from autoloss.files import write_atomic
+
+    return write_atomic(path, zoo_source())
 
