@@ -20,7 +20,13 @@ run GIoU reg
 run 'Add(1,Neg(Add(Div(I,U),Neg(Div(Add(E,Neg(Add(I,2))),E)))))' reg   # CSE-Autoloss-A_reg
 run 'Neg(Div(Add(Div(Neg(Add(Neg(E),Add(1,I))),Neg(Add(3,Add(2,U)))),Add(Div(E,E),Div(Neg(E),Neg(1)))),Neg(Add(Div(Neg(Add(U,Div(I,1))),Neg(3)),Neg(E)))))' reg  # B_reg
 out="${AUTOLOSS_DEMO_OUT:-runs/demo-faster_rcnn-cls}"
-rm -rf "$out"
+# Start afresh, but delete only a run folder autoloss wrote (its run.sqlite); never a user's folder.
+if [ -f "$out/run.sqlite" ]; then
+  rm -rf "$out"
+elif [ -e "$out" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ]; then
+  echo "demo: $out exists and is not an autoloss run; set AUTOLOSS_DEMO_OUT to another folder" >&2
+  exit 2
+fi
 echo; echo "\$ autoloss search --detector faster_rcnn --branch cls --demo --out $out"
 autoloss search --detector faster_rcnn --branch cls --demo --out "$out" || status=$?
 echo; echo "\$ autoloss report $out"
