@@ -57,6 +57,20 @@ def exists(path, what: str = "path") -> bool:
 # ------------------------------------------------------------------------------------------ atomic writes
 
 
+def output_file(path) -> Path:
+    """``path`` ready to be written: not a directory, its folder created; one UserError line otherwise."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise UserError(f"cannot write {path}: it is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise path_error(path, exc) from None
+    return path
+
+
+
+
 def write_atomic(path, content: str | bytes | Callable[[BinaryIO], None], what: str | None = None) -> Path:
     """Write ``content`` (text as UTF-8, bytes, or a function writing into a binary file) to ``path`` atomically.
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hostile_files import png_claiming
 from test_space import HOSTILE_FILES
 
 from autoloss.cli import main
@@ -198,21 +199,6 @@ def tracking_data(tmp_path_factory):
     return root
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    """An 8 x 8 PNG whose header (CRC fixed) claims ``width`` x ``height`` pixels."""
-    import io
-    import struct
-    import zlib
-
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(out, format="PNG")
-    data = bytearray(out.getvalue())
-    header = bytes(data[12:16]) + struct.pack(">II", width, height) + bytes(data[24:29])
-    data[12:29] = header
-    data[29:33] = struct.pack(">I", zlib.crc32(header) & 0xFFFFFFFF)
-    return bytes(data)
 
 
 def _weights_sequences(data: Path) -> list[Path]:
@@ -220,7 +206,7 @@ def _weights_sequences(data: Path) -> list[Path]:
 
 
 def _bomb(data: Path) -> None:
-    (_weights_sequences(data)[0] / "00000002.jpg").write_bytes(_png_claiming(30000, 30000))
+    (_weights_sequences(data)[0] / "00000002.jpg").write_bytes(png_claiming(30000, 30000))
 
 
 def _one_frame_each(data: Path) -> None:

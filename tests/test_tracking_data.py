@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from got10k.datasets import GOT10k  # the toolkit (dev extras), in tests only
+from hostile_files import png_claiming
 from PIL import Image
 
 from autoloss.errors import UserError
@@ -388,19 +389,6 @@ def test_a_download_too_small_to_carve_is_one_line(tmp_path):
 # ------------------------------------------------------------------ hostile data (issue 21, point 4)
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    """A real 8 x 8 PNG whose header (IHDR, CRC fixed) claims ``width`` x ``height`` pixels."""
-    import io
-    import struct
-    import zlib
-
-    out = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(out, format="PNG")
-    data = bytearray(out.getvalue())
-    header = bytes(data[12:16]) + struct.pack(">II", width, height) + bytes(data[24:29])
-    data[12:29] = header
-    data[29:33] = struct.pack(">I", zlib.crc32(header) & 0xFFFFFFFF)
-    return bytes(data)
 
 
 @pytest.mark.parametrize("side", [30000, 10000])  # PIL: an error beyond 2 x its limit, a warning beyond it
@@ -408,7 +396,7 @@ def test_a_decompression_bomb_header_is_one_line_and_no_warning(split_copy, side
     import warnings
 
     frame = _sequence_folder(split_copy) / "00000002.jpg"
-    frame.write_bytes(_png_claiming(side, side))
+    frame.write_bytes(png_claiming(side, side))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PIL's DecompressionBombWarning would be printed before the error line
         _one_line_error(lambda: read_sequences(split_copy, "weights"), "00000002.jpg", "decompression bomb")

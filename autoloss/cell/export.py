@@ -20,7 +20,7 @@ from pathlib import Path
 
 from autoloss.cell.genotype import Genotype, check, format_genotype
 from autoloss.errors import UserError
-from autoloss.files import path_error, write_atomic
+from autoloss.files import output_file, write_atomic
 from autoloss.source_text import ascii_label, data_lines, literal, mention, module_name
 
 TEMPLATE = '''"""{title}
@@ -192,13 +192,7 @@ def write_module(cells: list[ExportedCell], path: Path, title: str, run: dict | 
     """Write the module to ``path`` atomically (its name checked by the loss exporter's rule)."""
     path = Path(path)
     source = module_source(cells, title, module_name(path), run)
-    try:
-        if path.is_dir():
-            raise UserError(f"cannot write {path}: it is a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise path_error(path, exc) from None
-    return write_atomic(path, source)
+    return write_atomic(output_file(path), source)
 
 
 def export_run(run_dir, top: int = 1, out=None, name: str | None = None, include_worse: bool = False,

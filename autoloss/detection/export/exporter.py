@@ -17,7 +17,7 @@ from pathlib import Path
 
 from autoloss.engine.runs import beating_baseline
 from autoloss.errors import UserError
-from autoloss.files import path_error, write_atomic
+from autoloss.files import output_file, write_atomic
 from autoloss.detection.export.module import ExportedLoss, module_source
 from autoloss.detection.export.run import RunLosses, Scored, read_run
 from autoloss.detection.export.snippet import Placement, config_snippet, default_placement, detector_placement
@@ -265,12 +265,6 @@ def _write(out: Path, losses: list[ExportedLoss], docstring: str, snippet: str, 
     if len(os.fsencode(config_path.name)) > 255:  # the module would be written, its fragment not
         raise UserError(f"--out {out}: the file name is too long for its config fragment {config_path.name} "
                         "(a name is at most 255 bytes); choose a shorter one")
-    try:
-        if out.is_dir():
-            raise UserError(f"cannot write {out}: it is a directory")
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise path_error(out, exc) from None
-    write_atomic(out, source)  # each whole or not at all: a full disk leaves the user's old files as they were
+    write_atomic(output_file(out), source)  # each whole or not at all: a full disk leaves the user's old files as they were
     write_atomic(config_path, snippet)
     return Export(out, config_path, snippet, losses, list(notes))
