@@ -22,6 +22,7 @@ from pathlib import Path
 from autoloss.cell.genotype import PRIMITIVES
 from autoloss.differentiable.scheduler import DERIVED
 from autoloss.differentiable.strategies import is_differentiable
+from autoloss.engine.numbers import finite_number
 from autoloss.engine.progress import fmt_number
 from autoloss.files import write_atomic
 
@@ -39,12 +40,6 @@ class Epoch:
     genotype: str
     passed: bool  # the chosen epoch of its seed
     metrics: dict
-
-
-def _number(value) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def is_differentiable_run(record) -> bool:
@@ -95,7 +90,7 @@ def _empty(ax, text: str) -> None:
 
 
 def _series(items: list[Epoch], key: str) -> tuple[list[int], list[float]]:
-    points = [(e.epoch + 1, _number(e.metrics.get(key))) for e in items]
+    points = [(e.epoch + 1, finite_number(e.metrics.get(key))) for e in items]
     points = [(x, y) for x, y in points if y is not None]
     return [x for x, _ in points], [y for _, y in points]
 
@@ -111,7 +106,7 @@ def holdout_losses(by_seed: dict[int, list[Epoch]], path: Path) -> Path:
         x, y = _series(items, "supernet_holdout")
         ax.plot(x, y, "--", color=color, alpha=0.6, label=f"seed {seed}: supernet")
         for e in items:
-            if e.passed and _number(e.metrics.get("cell_holdout")) is not None:
+            if e.passed and finite_number(e.metrics.get("cell_holdout")) is not None:
                 ax.plot([e.epoch + 1], [e.metrics["cell_holdout"]], "*", color=color, markersize=14)
     if not by_seed:
         _empty(ax, "no epoch recorded yet")
@@ -214,7 +209,7 @@ def markdown(record) -> str:
     best_seed, best_loss = None, math.inf
     for seed, items in by_seed.items():
         chosen = next((e for e in items if e.passed), None)
-        loss = _number(chosen.metrics.get("cell_holdout")) if chosen else None
+        loss = finite_number(chosen.metrics.get("cell_holdout")) if chosen else None
         if loss is not None and loss < best_loss:
             best_seed, best_loss = seed, loss
         last = items[-1]

@@ -29,6 +29,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Iterable
 
+from autoloss.engine.numbers import finite_number
+
 ALPHA = 0.05  # the stated level of every "better than the baseline" claim
 MIN_SEEDS = 3  # no claim of "better" on fewer (fresh) seeds
 TEST = "Welch one-sided"
@@ -63,10 +65,7 @@ def fitness_of(verdict) -> float | None:
     """The finite fitness of an ok verdict (None otherwise)."""
     if verdict is None or verdict.status != "ok":
         return None
-    value = verdict.metrics.get("fitness") if isinstance(verdict.metrics, dict) else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    return finite_number(verdict.metrics.get("fitness") if isinstance(verdict.metrics, dict) else None)
 
 
 def seed_table(verdicts: Iterable, stage: str) -> dict[int, dict[int, object]]:

@@ -12,7 +12,6 @@ Nothing here knows what a genotype is beyond the
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from autoloss.engine.duplicates import GATE as DUPLICATE_GATE
 from autoloss.engine.duplicates import Duplicates
 from autoloss.engine import evidence
 from autoloss.engine.executors import Job
+from autoloss.engine.numbers import finite_number
 from autoloss.engine.progress import Progress
 from autoloss.engine.protocols import Evaluate, Gate, Proposal, Representation, Stage, Supernet, Verdict
 from autoloss.engine.store import (
@@ -98,10 +98,7 @@ def seeded_rng(seed: int, *salt) -> random.Random:
 
 
 def finite_fitness(result: Any) -> float | None:
-    value = result.get("fitness") if isinstance(result, dict) else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    return finite_number(result.get("fitness") if isinstance(result, dict) else None)
 
 
 def failure_status(outcome: Outcome) -> str:

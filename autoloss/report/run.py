@@ -7,12 +7,12 @@ hall of fame, the failed evaluations and notes on whatever is missing from a par
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoloss.engine import evidence
+from autoloss.engine.numbers import finite_number
 from autoloss.engine.runs import RunRecord
 from autoloss.engine.store import BASELINE_GENERATION, REFERENCE_GENERATION, CandidateRow, VerdictRow
 
@@ -30,12 +30,6 @@ def failure_kind(verdict: VerdictRow) -> str:
     return verdict.status
 
 
-def _number(value) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """One expensive evaluation (MOS or proxy) of one candidate."""
@@ -47,7 +41,7 @@ class Evaluation:
 
     @property
     def fitness(self) -> float | None:
-        return _number(self.verdict.metrics.get("fitness")) if self.verdict.status == "ok" else None
+        return finite_number(self.verdict.metrics.get("fitness")) if self.verdict.status == "ok" else None
 
     @property
     def kind(self) -> str:
@@ -99,7 +93,7 @@ class Generation:
 
     @property
     def mos_threshold(self) -> float | None:
-        return _number((self.summary or {}).get("mos_threshold"))
+        return finite_number((self.summary or {}).get("mos_threshold"))
 
 
 @dataclass
