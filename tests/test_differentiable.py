@@ -919,3 +919,51 @@ def test_the_weights_learning_rate_anneals_by_cosine_and_resumes_exactly(tmp_pat
     legacy_state = torch.load(tmp_path / "legacy.pt", weights_only=True)
     assert legacy_state["weight_scheduler"] is None
     assert legacy_state["weight_optimizer"]["param_groups"][0]["lr"] == 1e-2
+
+
+# ------------------------------------------------------------------------------ the choice's spread sentence
+
+
+class _EpochStore:
+    """The two calls DifferentiableScheduler.spread makes of a study: candidates() and verdict(id, gate)."""
+
+    def __init__(self, losses: dict[int, list[float]]):  # seed -> the derived cell's hold-out loss per epoch
+        from types import SimpleNamespace
+
+        self.rows, self.verdicts = [], {}
+        for seed, per_epoch in losses.items():
+            for epoch, loss in enumerate(per_epoch):
+                row = SimpleNamespace(id=len(self.rows) + 1, generation=epoch, index=seed)
+                self.rows.append(row)
+                self.verdicts[row.id] = SimpleNamespace(metrics={"cell_holdout": loss})
+
+    def candidates(self):
+        return list(self.rows)
+
+    def verdict(self, row_id, gate):
+        return self.verdicts.get(row_id) if gate == "derived" else None
+
+
+def _spread(losses: dict[int, list[float]], warmup: int = 1) -> str:
+    from types import SimpleNamespace
+
+    from autoloss.differentiable.scheduler import DifferentiableScheduler, best_epoch, seed_epochs
+
+    study = _EpochStore(losses)
+    strategy = SimpleNamespace(options=SimpleNamespace(criterion="cell", warmup_epochs=warmup))
+    chosen = {seed: best_epoch(seed_epochs(study, seed), "cell", warmup)[0] for seed in losses}
+    return DifferentiableScheduler.spread(None, study, strategy, chosen)
+
+
+def test_the_choice_says_how_far_apart_the_seeds_and_epochs_were():
+    # warm-up epoch 0 has the lowest loss of all but is never counted; seed 1 wins by 0.10, against the
+    # spread (sd) of the three chosen losses 0.40, 0.50, 0.90: within it, so the sentence says so
+    text = _spread({0: [0.01, 0.60, 0.50], 1: [0.02, 0.40, 0.45], 2: [0.03, 0.90, 0.95]})
+    assert text.startswith("choice: the winner (seed 1) beat the runner-up's cell hold-out loss by 0.1000, "
+                           "against a spread of ± 0.2646 sd across the 3 seeds' choices (within the spread")
+    assert "each chosen epoch's margin over its seed's next-best epoch: seed 0 0.1000, seed 1 0.0500, " \
+           "seed 2 0.0500" in text
+    # a clear winner: no "within the spread"
+    clear = _spread({0: [0.0, 0.10, 0.2], 1: [0.0, 0.80, 0.81], 2: [0.0, 0.82, 0.83]})
+    assert "by 0.7000" in clear and "within the spread" not in clear
+    assert _spread({0: [0.0, 0.3]}) == "choice: one candidate, no spread to state."

@@ -423,10 +423,14 @@ def _print_result(result, problem, study) -> None:
     found = [b for b in result.best if b.generation >= 0][:5]
     if not found:
         print("  no candidate finished its proxy evaluation")
-    elif base is not None and found[0].fitness <= base:
+    elif base is not None and max(item.fitness for item in found) <= base:
         print(f"  no candidate beat the baseline within this budget: the baseline remains the best {noun} "
               f"(a larger --population and more --generations search further)")
+    retrained = sum(item.seeds > 1 for item in found)
     for rank, item in enumerate(found, 1):
+        if retrained and rank == retrained + 1:
+            print(f"  not retrained (one seed each: the draw that ranked them, not evidence; listed after the "
+                  f"{noun}{'s' if noun == 'cell' else 'es'} retrained on fresh seeds)")
         delta = f" ({item.fitness - base:+.4f})" if base is not None else ""
         described = representation.describe(representation.parse(item.genotype))
         infix = described.get("infix") or described.get("summary", "")
@@ -457,8 +461,9 @@ def _verdict_line(result, study, noun: str, metric: str) -> str:
     confirmed = [rows[cid] for cid in outcome["confirmed"]]
     if confirmed:
         best = max(confirmed, key=lambda r: r["mean"])
-        return (f"confirmed: candidate {best['id']} {best['genotype']} is {best['claim']}; one-sided "
-                f"{100 * (1 - outcome['alpha']):.0f}% lower bound of the difference {best['lower']:+.4f}")
+        bound = best.get("bound") or (f"one-sided {100 * (1 - outcome['alpha']):.0f}% lower bound of the "
+                                      f"difference {best['lower']:+.4f}")
+        return f"confirmed: candidate {best['id']} {best['genotype']} is {best['claim']}; {bound}"
     winner = rows.get(outcome["winner"]) if outcome["winner"] is not None else None
     if winner is None:
         return f"not confirmed: every confirmed {noun} left the race below the baseline or the leader"

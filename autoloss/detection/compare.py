@@ -225,19 +225,20 @@ class Comparison:
         base = [100 * v for v in _values(runs, reference, self.seeds)]
         lines = [f"AP ± is the standard deviation over the seeds. Each searched loss against {reference}, in AP "
                  f"points: 'better' means at least {evidence.MIN_SEEDS} seeds each, mean above, and "
-                 f"{evidence.TEST} t-test at level {evidence.ALPHA:g}; ± is one standard error of the difference."]
-        for variant in self.variants:
-            if variant.baseline:
-                continue
-            mine = [100 * v for v in _values(runs, variant.name, self.seeds)]
-            claim = evidence.compare(mine, base)
+                 f"{evidence.TEST} t-test at level {evidence.ALPHA:g}, its p Holm-adjusted over the searched "
+                 "losses; ± is one standard error of the difference."]
+        searched = [variant for variant in self.variants if not variant.baseline]
+        aps = {variant.name: [100 * v for v in _values(runs, variant.name, self.seeds)] for variant in searched}
+        family = evidence.holm({name: evidence.compare(mine, base) for name, mine in aps.items()})
+        for variant in searched:
+            claim = family[variant.name]
+            mine = claim.candidate.values
             if min(len(mine), len(base)) < evidence.MIN_SEEDS:
                 diff = f" (difference {claim.difference:+.2f} AP)" if claim.difference is not None else ""
                 lines.append(f"- {variant.name}: {len(mine)} and {len(base)} finished seeds{diff}: fewer than "
                              f"{evidence.MIN_SEEDS} seeds each, so nothing can be claimed (--seeds 3 or more)")
             else:
-                bound = f"; one-sided {100 * (1 - claim.alpha):.0f}% lower bound {claim.lower:+.2f}" \
-                    if claim.lower is not None else ""
+                bound = f"; {claim.bound_text(2)}" if claim.lower is not None else ""
                 lines.append(f"- {variant.name}: {claim.text(digits=2)}{bound}")
         return lines
 

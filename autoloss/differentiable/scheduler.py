@@ -106,7 +106,7 @@ class DifferentiableScheduler:
         summaries = self.summarise(study, strategy)
         study.close_gates()
         study.progress.close()
-        return SearchResult(study.hall_of_fame(HALL_SIZE), baseline, study.evaluations, summaries, outcome)
+        return SearchResult(study.hall_of_fame(HALL_SIZE, retrained_first=True), baseline, study.evaluations, summaries, outcome)
 
     # -- before anything runs
     def prepare(self, study, strategy) -> None:

@@ -9,7 +9,8 @@ baseline (the mirrored one-sided test of :mod:`~autoloss.engine.evidence` passes
 the current leader (the candidate with the highest fresh mean still in the race: Welch's one-sided
 test of leader above it passes at level ``alpha`` divided by the number of rivals). Whatever is
 still in the race goes on to the cap: a claim of "better" is tested once, at the end, on the fresh
-seeds, so stopping early never makes a candidate look better than it is.
+seeds, so stopping early never makes a candidate look better than it is; its p is Holm-adjusted over
+every candidate of the run tested with fresh seeds (:func:`~autoloss.engine.evidence.holm`).
 
 Every seed is a stored verdict (:meth:`Study.evaluate_targets`), and the race's decisions are a pure
 function of the stored seeds: a killed confirmation resumes with nothing lost, its seeds reused.
@@ -127,15 +128,17 @@ def confirm(study, label: str = "final") -> dict | None:
 def summarise(study, ids: list[int], settings: ConfirmSettings, label: str, used: int, budget: int) -> dict:
     status = race(study, ids, settings)
     base = study.baseline_sample()
+    family = evidence.claims(study.store, study.ranking.name, settings.alpha, settings.min_seeds)
     rows = []
     for cid in ids:
-        claim = evidence.compare(study.seed_fitnesses(cid, fresh=True), base.values, settings.alpha,
-                                 settings.min_seeds, fresh=True)
+        claim = family.get(study.owner(cid)) or evidence.compare((), base.values, settings.alpha, settings.min_seeds,
+                                                                   fresh=True)
         sample = claim.candidate
         rows.append({"id": cid, "genotype": study.candidate(cid).genotype, "fresh": list(sample.values),
                      "mean": sample.mean, "sd": sample.sd, "race": status[cid][0], "why": status[cid][1],
                      "verdict": claim.verdict, "claim": claim.text(), "difference": claim.difference,
-                     "se": claim.se, "lower": claim.lower, "p": claim.p})
+                     "se": claim.se, "lower": claim.lower, "p": claim.p, "p_adjusted": claim.p_adjusted,
+                     "family": claim.family, "bound": claim.bound_text()})
     standing = [r for r in rows if r["race"] == RACING and r["mean"] is not None]
     winner = max(standing, key=lambda r: (r["mean"], -ids.index(r["id"])), default=None)
     return {"label": label, "candidates": rows, "winner": winner["id"] if winner else None,

@@ -13,6 +13,11 @@ as much as the differences a search looks for. So a candidate's score is a sampl
   degrees of freedom. It gives the difference, its standard error, the one-sided lower bound, p
   and a verdict: ``better`` (at least :data:`MIN_SEEDS` seeds, mean above, p < alpha),
   ``worse`` (the mirrored test passes) or ``not distinguishable``.
+* **Several candidates, one level.** A search tests several candidates against the same baseline; at
+  level 0.05 each, one of three equal-to-baseline candidates would be called better in about 9% of
+  searches. :func:`holm` adjusts a family's p-values (Holm's step-down, which keeps the chance of any
+  false "better" in the family at most ``alpha``), and the lower bounds become simultaneous
+  (Bonferroni: each at level ``alpha / family``). The family is every candidate tested with fresh seeds.
 * **Fresh seeds.** A searched candidate's claim is judged on its seeds ``k >= 1`` only: seed 0 is
   the evaluation that ranked it among the best, so it is biased upwards (the winner's curse); the
   confirmation's fresh seeds are not. The baseline was never selected, so all its seeds count.
@@ -26,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from autoloss.engine.numbers import finite_number
@@ -119,6 +124,8 @@ class Comparison:
     alpha: float = ALPHA
     min_seeds: int = MIN_SEEDS
     fresh: bool = False  # the candidate's sample left out the seed that ranked it
+    family: int = 1  # candidates tested together (see holm); 1: this test alone
+    p_adjusted: float | None = None  # Holm's adjusted p within the family (None: family of 1)
 
     @property
     def difference(self) -> float | None:
@@ -178,24 +185,42 @@ class Comparison:
         return float(self._t().sf(score, self.df))
 
     @property
+    def bound_level(self) -> float:
+        """The one-sided level of :attr:`lower` and :attr:`upper`: alpha, divided among the family."""
+        return self.alpha / max(self.family, 1)
+
+    @property
     def lower(self) -> float | None:
-        """The one-sided lower confidence bound (level 1 - alpha) of the difference."""
+        """The one-sided lower confidence bound of the difference (level 1 - alpha / family: simultaneous)."""
         se, diff = self.se, self.difference
         if se is None or diff is None:
             return None
-        return diff - (float(self._t().ppf(1 - self.alpha, self.df)) * se if se else 0.0)
+        return diff - (float(self._t().ppf(1 - self.bound_level, self.df)) * se if se else 0.0)
 
     @property
     def upper(self) -> float | None:
-        """The one-sided upper confidence bound (level 1 - alpha) of the difference."""
+        """The one-sided upper confidence bound of the difference (level 1 - alpha / family)."""
         se, diff = self.se, self.difference
         if se is None or diff is None:
             return None
-        return diff + (float(self._t().ppf(1 - self.alpha, self.df)) * se if se else 0.0)
+        return diff + (float(self._t().ppf(1 - self.bound_level, self.df)) * se if se else 0.0)
+
+    @property
+    def p_claim(self) -> float | None:
+        """The p that decides "better": Holm's adjusted p in a family, the test's own p alone."""
+        return self.p_adjusted if self.family > 1 and self.p_adjusted is not None else self.p
+
+    def bound_text(self, digits: int = 4) -> str:
+        """``one-sided 95% lower bound of the difference +0.0123`` (``simultaneous over 3`` in a family)."""
+        lower = self.lower
+        if lower is None:
+            return "no lower bound (no spread measured)"
+        joint = f" (simultaneous over {self.family}: each at level {self.bound_level:.3g})" if self.family > 1 else ""
+        return f"one-sided {100 * (1 - self.alpha):.0f}% lower bound of the difference {lower:+.{digits}f}{joint}"
 
     @property
     def verdict(self) -> str:
-        p, p_worse, diff = self.p, self.p_worse, self.difference
+        p, p_worse, diff = self.p_claim, self.p_worse, self.difference
         if p is not None and diff > 0 and p < self.alpha and self.candidate.n >= self.min_seeds:
             return BETTER
         if p_worse is not None and diff < 0 and p_worse < self.alpha:
@@ -222,14 +247,19 @@ class Comparison:
         verdict = self.verdict
         if verdict == BETTER:
             return (f"better than the baseline: {number} over {self.seeds_text()} "
-                    f"({TEST} p = {self.p:.3g} < {self.alpha:g})")
+                    f"({TEST} p = {self.p:.3g}{self._holm_text()} < {self.alpha:g})")
         if verdict == WORSE:
             return (f"worse than the baseline: {number} over {self.seeds_text()} "
                     f"({TEST} p = {self.p_worse:.3g} < {self.alpha:g})")
-        short = (f"; fewer than {self.min_seeds} seeds, so no claim" if self.p is not None and self.p < self.alpha
-                 and diff > 0 else "")
+        short = (f"; fewer than {self.min_seeds} seeds, so no claim" if self.p_claim is not None
+                 and self.p_claim < self.alpha and diff > 0 else "")
         return (f"not distinguishable from the baseline with {self.seeds_text()} (difference {number}, "
-                f"{TEST} p = {self.p:.2g}{short})")
+                f"{TEST} p = {self.p:.2g}{self._holm_text(2)}{short})")
+
+    def _holm_text(self, digits: int = 3) -> str:
+        if self.family <= 1 or self.p_adjusted is None:
+            return ""
+        return f", Holm-adjusted over {self.family} candidates {self.p_adjusted:.{digits}g}"
 
 
 def compare(candidate: Iterable[float], baseline: Iterable[float], alpha: float = ALPHA,
@@ -237,11 +267,36 @@ def compare(candidate: Iterable[float], baseline: Iterable[float], alpha: float 
     return Comparison(Sample(tuple(candidate)), Sample(tuple(baseline)), alpha, min_seeds, fresh)
 
 
+def standing(score: float, seeds: int) -> tuple[int, float]:
+    """Sort key of a run's best candidates as shown to people: those retrained on several seeds first, by
+    their mean; then the one-seed ones by their score. One seed is the lucky draw that ranked a candidate
+    among the best, so it is biased upwards; a retrained candidate's mean has fallen back from its own
+    lucky draw, and ranking the two together would put untested luck above tested candidates."""
+    return (0 if seeds > 1 else 1, -score)
+
+
+def holm(comparisons: dict) -> dict:
+    """The family ``comparisons`` (key -> :class:`Comparison`) with Holm's adjusted p-values.
+
+    Members with a p (a test could be made) form the family; each gets ``family`` = their number and
+    ``p_adjusted`` = Holm's step-down value (sorted p's, the i-th times (m - i), made monotone, at most
+    1), so "better" at level alpha keeps the family-wise error at most alpha. Others pass unchanged."""
+    tested = sorted((c.p, key) for key, c in comparisons.items() if c.p is not None)
+    m = len(tested)
+    adjusted, running = {}, 0.0
+    for i, (p, key) in enumerate(tested):
+        running = max(running, min(1.0, (m - i) * p))
+        adjusted[key] = running
+    return {key: (replace(c, family=m, p_adjusted=adjusted[key]) if key in adjusted else c)
+            for key, c in comparisons.items()}
+
+
 def method_text(alpha: float = ALPHA, min_seeds: int = MIN_SEEDS) -> str:
     """The rule in one sentence, for summaries and reports."""
     return (f"'better than the baseline' means: at least {min_seeds} fresh seeds (the seed that ranked a candidate "
-            f"is left out), mean above the baseline's, and Welch's one-sided t-test at level {alpha:g}; "
-            "± is one standard error of the difference")
+            f"is left out), mean above the baseline's, and Welch's one-sided t-test at level {alpha:g}, its p "
+            "Holm-adjusted over every candidate tested (so the chance of any false 'better' in a search is at most "
+            f"{alpha:g}); ± is one standard error of the difference")
 
 
 # ---------------------------------------------------------------------------------------------- from a store
@@ -260,12 +315,13 @@ def owner_id(store, candidate_id: int) -> int:
 
 
 def claims(store, stage: str, alpha: float = ALPHA, min_seeds: int = MIN_SEEDS) -> dict[int, Comparison]:
-    """Every searched candidate's fresh seeds against the baseline's seeds (candidate id -> comparison)."""
+    """Every searched candidate's fresh seeds against the baseline's seeds (candidate id -> comparison),
+    Holm-adjusted over those tested (the family: every candidate with fresh seeds)."""
     table = seed_table(store.verdicts(), stage)
     base_id = baseline_id(store)
     base = values(table.get(base_id, {})) if base_id is not None else []
-    return {cid: compare(values(seeds, fresh=True), base, alpha, min_seeds, fresh=True)
-            for cid, seeds in table.items() if cid != base_id}
+    return holm({cid: compare(values(seeds, fresh=True), base, alpha, min_seeds, fresh=True)
+                 for cid, seeds in table.items() if cid != base_id})
 
 
 def baseline_sample(store, stage: str) -> Sample:

@@ -63,7 +63,7 @@ class Generational:
         outcome = confirm(study)
         study.close_gates()
         study.progress.close()
-        return SearchResult(study.hall_of_fame(HALL_SIZE), baseline, study.evaluations, summaries, outcome)
+        return SearchResult(study.hall_of_fame(HALL_SIZE, retrained_first=True), baseline, study.evaluations, summaries, outcome)
 
     def _generation(self, study: Study, strategy, generation: int) -> dict:
         count = strategy.options.population
@@ -151,7 +151,7 @@ class SteadyState:
             study.store.finish_generation(generation, generation_summary(study, generation, bred, {}))
         study.close_gates()
         study.progress.close()
-        return SearchResult(study.hall_of_fame(HALL_SIZE), baseline, study.evaluations, confirmation=outcome)
+        return SearchResult(study.hall_of_fame(HALL_SIZE, retrained_first=True), baseline, study.evaluations, confirmation=outcome)
 
     def _pending(self, study: Study, strategy, row) -> _Work | None:
         """The stages ``row`` still needs (none when a stored stage stopped it)."""

@@ -233,9 +233,15 @@ class Study:
         row = self.baseline_row()
         return self.sample(row.id) if row is not None else evidence.Sample(())
 
+    def claims(self) -> dict[int, evidence.Comparison]:
+        """Every evaluated candidate's fresh seeds against the baseline's (the claim rule), Holm-adjusted over
+        the family of candidates tested with fresh seeds; keyed by the candidate that owns the seeds."""
+        return evidence.claims(self.store, self.ranking.name)
+
     def claim(self, row_id: int) -> evidence.Comparison:
-        """A searched candidate's fresh seeds against the baseline's seeds (the claim rule)."""
-        return evidence.compare(self.seed_fitnesses(row_id, fresh=True), self.baseline_sample().values, fresh=True)
+        """A searched candidate's (a duplicate: its owner's) claim, within the family of :meth:`claims`."""
+        found = self.claims().get(self.owner(row_id))
+        return found if found is not None else evidence.compare((), self.baseline_sample().values, fresh=True)
 
     def seed_stage(self, stage: Stage, k: int) -> Stage:
         """The stage whose verdict stores seed ``k`` of ``stage`` (``stage`` itself for 0)."""
@@ -285,9 +291,11 @@ class Study:
                 settled += 1
         return settled
 
-    def hall_of_fame(self, n: int, before_generation: int | None = None, searched_only: bool = False) -> list[Evaluated]:
+    def hall_of_fame(self, n: int, before_generation: int | None = None, searched_only: bool = False,
+                     retrained_first: bool = False) -> list[Evaluated]:
         """The best ``n`` ranking-stage results (one per genotype), optionally bred before a generation;
-        a candidate with several seeds ranks by its mean over them."""
+        a candidate with several seeds ranks by its mean over them. ``retrained_first``: the order shown to
+        people (:func:`~autoloss.engine.evidence.standing`: retrained candidates before one-seed ones)."""
         self.seed_verdicts(-1)  # the seed cache, loaded once
         if any(len(seeds) > 1 for seeds in self._seeds.values()):
             rows = self.store.best(self.ranking.name, 1_000_000)  # a mean may move a candidate: rank them all
@@ -305,7 +313,10 @@ class Study:
                 ranked.append((sample.mean, c, sample))
             else:
                 ranked.append((float(v.metrics["fitness"]), c, None))
-        ranked.sort(key=lambda item: -item[0])  # stable: ties keep the store's order (the lower id)
+        if retrained_first:
+            ranked.sort(key=lambda item: evidence.standing(item[0], item[2].n if item[2] else 1))
+        else:
+            ranked.sort(key=lambda item: -item[0])  # stable: ties keep the store's order (the lower id)
         return [Evaluated(c.genotype, mean, c.generation, c.id, self.scores(c.id),
                           sample.sd if sample else None, sample.n if sample else 1) for mean, c, sample in ranked[:n]]
 

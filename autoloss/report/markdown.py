@@ -347,7 +347,7 @@ def _headline(run: Run, formulas: Describer) -> str:
         return f"**No claim**: the baseline has no proxy {run.metric}, so no {noun} can be compared with it."
     confirmed = [(cid, claim) for cid, claim in run.claims.items() if claim.better]
     test = (f"{evidence.TEST} t-test at level {evidence.ALPHA:g} on fresh seeds, the seed that ranked a candidate "
-            "left out; ± is one standard error of the difference")
+            "left out, p Holm-adjusted over the candidates tested; ± is one standard error of the difference")
     if confirmed:
         cid, claim = max(confirmed, key=lambda item: item[1].candidate.mean)
         row = next((c for c, _, _ in run.top if c.id == cid), None)
@@ -357,8 +357,9 @@ def _headline(run: Run, formulas: Describer) -> str:
             where = f" of generation {row.generation + 1} #{row.index}" + (f", {_code(infix)}" if infix else "")
         return (f"**Confirmed better than the baseline**: the {noun}{where}, proxy {run.metric} "
                 f"{claim.candidate.mean:.4f} ± {claim.candidate.sd:.4f} over {claim.seeds_text()} against the "
-                f"baseline's {base.text()}: difference {claim.difference:+.4f} ± {claim.se:.4f}, one-sided "
-                f"{100 * (1 - claim.alpha):.0f}% lower bound {claim.lower:+.4f}, p = {claim.p:.3g} ({test}).")
+                f"baseline's {base.text()}: difference {claim.difference:+.4f} ± {claim.se:.4f}, "
+                f"{claim.bound_text()}, p = {claim.p:.3g}"
+                + (f" (Holm-adjusted {claim.p_adjusted:.3g})" if claim.family > 1 else "") + f" ({test}).")
     tried = [(cid, claim) for cid, claim in run.claims.items() if claim.candidate.n]
     if not tried:
         noise = (f"the baseline's own spread over {base.n} seeds is ± {base.sd:.4f} sd" if base.sd is not None

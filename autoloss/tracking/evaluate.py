@@ -54,16 +54,17 @@ def result_table(variants, seeds, results) -> list[str]:
     reference = variants[0][0]
     lines += ["", f"± is the standard deviation over the seeds. Each neck's AO against the {reference}: 'better' means "
                   f"at least {evidence.MIN_SEEDS} seeds each, mean above, and {evidence.TEST} t-test at level "
-                  f"{evidence.ALPHA:g}; ± is one standard error of the difference.", ""]
+                  f"{evidence.ALPHA:g}, its p Holm-adjusted over the necks compared; ± is one standard error of the "
+                  "difference.", ""]
+    family = evidence.holm({name: evidence.compare(ao[name], ao[reference]) for name, _ in variants[1:]})
     for name, _ in variants[1:]:
-        claim = evidence.compare(ao[name], ao[reference])
+        claim = family[name]
         if min(len(ao[name]), len(ao[reference])) < evidence.MIN_SEEDS:
             diff = f" (difference {claim.difference:+.3f})" if claim.difference is not None else ""
             lines.append(f"- {name}: {len(ao[name])} and {len(ao[reference])} finished seeds{diff}: fewer than "
                          f"{evidence.MIN_SEEDS} seeds each, so nothing can be claimed (--seeds 3 or more)")
         else:
-            lines.append(f"- {name}: {claim.text(digits=3)}; one-sided {100 * (1 - claim.alpha):.0f}% lower bound "
-                         f"{claim.lower:+.3f}")
+            lines.append(f"- {name}: {claim.text(digits=3)}; {claim.bound_text(3)}")
     return lines
 
 
