@@ -34,7 +34,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from benchmark_report import write_section  # noqa: E402
 
 DIFFERENTIABLE = ("darts", "darts2", "ms-darts")
-QUICK = {"epochs": 3, "steps_per_epoch": 5, "holdout_batches": 2, "eigenvalue_iterations": 5, "evolution_seeds": 3}
+# --quick's 3 epochs would round CHASE's warm-up share (10/70) to 0 epochs; --warmup 0.34 keeps one warm-up
+# epoch, so the rule that the warm-up never wins the epoch choice is exercised.
+QUICK = {"epochs": 3, "steps_per_epoch": 5, "holdout_batches": 2, "eigenvalue_iterations": 5, "evolution_seeds": 3,
+         "warmup": 0.34}
 FULL = {"epochs": 6, "steps_per_epoch": 10, "holdout_batches": 4, "eigenvalue_iterations": 10, "evolution_seeds": 3}
 
 
@@ -51,6 +54,8 @@ def search(out: Path, strategy: str, seed: int, budget: dict, workers: int, base
     if strategy in DIFFERENTIABLE:
         command += ["--seeds", "3", "--epochs", str(budget["epochs"]), "--steps-per-epoch",
                     str(budget["steps_per_epoch"]), "--holdout-batches", str(budget["holdout_batches"])]
+        if "warmup" in budget:
+            command += ["--warmup", str(budget["warmup"])]
     command += list(extra)
     if (out / "run.sqlite").exists():
         command.append("--resume")

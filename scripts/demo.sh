@@ -3,7 +3,7 @@
 # CSE-Autoloss search for Faster R-CNN's classification loss on a generated synthetic COCO dataset
 # (the ResNet-18 CPU variant; about 10 minutes on 2 CPU cores). It ends with the best losses as
 # formulas and their mAP against the baseline's (the paper's initial loss CEI, trained on 3 seeds: the
-# proxy's noise), after retraining the best 2 with fresh seeds (the confirmation) and saying what that
+# proxy's noise), after retraining the best one with 4 fresh seeds (the confirmation) and saying what that
 # confirmed, with its interval. Then the run's report (figures and report.md) and the best loss
 # exported as an MMDetection module (only when it was confirmed better than the baseline).
 set -u
