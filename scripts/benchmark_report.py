@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from autoloss.files import write_atomic  # noqa: E402
 
 HEADER = ("# Benchmarks\n\nEvery figure here is written by a script under `scripts/`; rerun the script to refresh "
           "its section. Ratios are measured within one run on one machine.\n")
@@ -19,4 +23,4 @@ def write_section(path: Path, key: str, title: str, body: str, command: str) -> 
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_atomic(path, text)  # a benchmark killed mid-write never leaves docs/benchmarks.md cut short

@@ -78,8 +78,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="search the neck cell of a DiMP-style tracker (CHASE): dimp_small (ResNet-18, CPU) "
                              "or dimp_r50 (ResNet-50, GPUs; needs --backbone-checkpoint)")
     target.add_argument("--backbone-checkpoint", metavar="FILE",
-                        help="--tracker: ResNet weights the baseline tracker's backbone starts from (ImageNet, "
-                             "MMDetection or pytracking layout; required for dimp_r50)")
+                        help="ResNet weights the backbone starts from (ImageNet, MMDetection or pytracking "
+                             "layout): --tracker's baseline tracker (required for dimp_r50), or --detector's "
+                             "(checked to fit before anything trains; default: the config's, from scratch)")
     target.add_argument("--tracker-option", action="append", metavar="KEY=VALUE",
                         help="--tracker: override one tracking setting (autoloss.tracking.train.TrackingSettings, "
                              "e.g. steps=200, or mos_steps / mos_sequences); repeatable")
@@ -92,6 +93,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="model optimisation simulation iterations on D_verify (default: 30)")
     target.add_argument("--batch-size", type=bounded_int("--batch-size", 1, 65536),
                         help="training images per iteration (default: the config's)")
+    target.add_argument("--pretrain-backbone", action="store_true",
+                        help="start the backbone from a ResNet pretrained on the training split's objects "
+                             "(a few minutes on a CPU, once: cached in the run directory, retrained only when "
+                             "the data changes); the paper starts from ImageNet weights")
     target.add_argument("--steps", type=bounded_int("--steps", 1, 10**7),
                         help="--task only: proxy training steps (task default if omitted)")
     target.add_argument("--iou", choices=["one", "confidence"],
@@ -238,9 +243,10 @@ def run_search(args: argparse.Namespace) -> int:
     if args.address and args.executor != "ray":
         raise UserError("--address applies to --executor ray")
     if not args.tracker:
-        for option in ("backbone_checkpoint", "tracker_option"):
-            if getattr(args, option):
-                raise UserError(f"--{option.replace('_', '-')} applies to --tracker searches")
+        if getattr(args, "tracker_option"):
+            raise UserError("--tracker-option applies to --tracker searches")
+        if args.backbone_checkpoint and not args.detector:
+            raise UserError("--backbone-checkpoint applies to --tracker and --detector searches")
     strategy = strategy_options(args)
     baseline_seeds, confirmation = evidence_options(args)
     own = getattr(strategy, "scheduler", None)  # a differentiable strategy's own scheduler
@@ -359,6 +365,8 @@ def _task_problem(args: argparse.Namespace, branch: str):
     for option in ("data", "proxy_iters", "mos_iters", "batch_size"):
         if getattr(args, option) is not None:
             raise UserError(f"--{option.replace('_', '-')} applies to detector searches, not to --task")
+    if args.pretrain_backbone:
+        raise UserError("--pretrain-backbone applies to detector searches, not to --task")
     space = load_space(args.space or {"cls": "cls_softmax", "reg": "reg"}[branch])
     if space.branch != branch:
         raise UserError(f"space '{space.name}' is a {space.branch} space, not {branch}")
@@ -369,6 +377,7 @@ def _task_problem(args: argparse.Namespace, branch: str):
 
 def _detection_problem(args: argparse.Namespace, branch: str, out: Path):
     from autoloss.detection.problem import detection_problem  # heavy: torch
+    from autoloss.detection.pretrain import PretrainSettings
     from autoloss.detection.task import prepare_task  # heavy: torch
 
     if args.steps is not None:
@@ -376,6 +385,10 @@ def _detection_problem(args: argparse.Namespace, branch: str, out: Path):
     if args.iou is not None:
         raise UserError("--iou applies to --task; a detector computes the IoU of its own boxes")
     detector, data = args.detector, args.data
+    if args.backbone_checkpoint:  # before anything is written (the full check needs the config: prepare_task)
+        from autoloss.detection.pretrain import read_state_dict
+
+        read_state_dict(args.backbone_checkpoint)
     iters = {"proxy_iters": args.proxy_iters, "mos_iters": args.mos_iters}
     if args.demo:
         from autoloss.detection.synthetic import make_synthetic_coco  # heavy: numpy, only for --demo
@@ -393,13 +406,17 @@ def _detection_problem(args: argparse.Namespace, branch: str, out: Path):
         raise UserError("a detector search needs --data DIR (a COCO-format dataset), or --demo")
     task, summary = prepare_task(detector, branch, data, out, space=args.space,
                                  proxy_iters=iters["proxy_iters"], mos_iters=iters["mos_iters"] or 30,
-                                 batch_size=args.batch_size, seed=args.seed)
+                                 batch_size=args.batch_size, seed=args.seed,
+                                 backbone_checkpoint=args.backbone_checkpoint,
+                                 pretrain=PretrainSettings() if args.pretrain_backbone else None,
+                                 progress=None if args.quiet else print)
     if not args.quiet:
         print(f"detector {Path(summary['config']).name} ({summary['kind']}), branch {branch}, "
               f"space {summary['space']}; train {summary['train_images']} / val {summary['val_images']} images"
               f"{' (val carved out of train)' if summary['carved_val'] else ''}, {summary['categories']} "
               f"categories, D_verify {summary['verify_images']} images; proxy {summary['proxy_iters']} "
-              f"iterations, MOS {summary['mos_iters']} (batch {summary['batch_size']})")
+              f"iterations, MOS {summary['mos_iters']} (batch {summary['batch_size']}); backbone "
+              f"{summary['backbone']}")
         for note in summary["notes"]:
             print(f"note: {note}")
     return detection_problem(task), {"detector": detector, "space": summary["space"]}

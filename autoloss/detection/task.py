@@ -30,7 +30,7 @@ import multiprocessing
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -68,6 +68,8 @@ class DetectionTask:
     mos_iters: int = 30
     batch_size: int | None = None  # None: the config's
     threads: int = 0  # torch intra-op threads per evaluation (0: torch's default)
+    backbone_checkpoint: str | None = None  # the backbone's starting weights (None: the config's, from scratch)
+    backbone_prefix: str | None = None  # the key prefix to strip from them ("backbone." in a detector's checkpoint)
 
     def __post_init__(self):
         object.__setattr__(self, "categories", tuple(self.categories))
@@ -120,6 +122,11 @@ class DetectionTask:
         cls_loss, reg_loss = self.losses(expression)
         cfg = load_detector_config(self.detector, splits, work_dir, max_iters=iters, batch_size=self.batch_size,
                                    cls_loss=cls_loss, reg_loss=reg_loss, iou_aware_heads=self.branch == "cls")
+        if self.backbone_checkpoint:
+            init = dict(type="Pretrained", checkpoint=str(self.backbone_checkpoint))
+            if self.backbone_prefix:
+                init["prefix"] = self.backbone_prefix
+            cfg.model.backbone.init_cfg = init
         if stage == "mos":  # D_verify is tiny: never ask for more images per batch than it has
             cfg.train_dataloader.batch_size = min(cfg.train_dataloader.batch_size, len(self.categories))
         return finish_run_config(cfg, iters, seed, f"{stage}-{_short_hash(expression)}-s{seed}")
@@ -300,7 +307,8 @@ def require_mmdetection(purpose: str) -> None:
 
 def prepare_task(detector: str, branch: str, data_dir, run_dir, space: str | None = None,
                  proxy_iters: int | None = None, mos_iters: int = 30, batch_size: int | None = None,
-                 seed: int = 0, check_build: bool = True) -> tuple[DetectionTask, dict]:
+                 seed: int = 0, check_build: bool = True, backbone_checkpoint=None, pretrain=None,
+                 progress=None) -> tuple[DetectionTask, dict]:
     """Validate a detector search's inputs in the parent process and write D_verify.
 
     Every problem is a :class:`UserError` with one clear message (MMDetection missing, an unknown
@@ -308,6 +316,11 @@ def prepare_task(detector: str, branch: str, data_dir, run_dir, space: str | Non
     malformed, a search space of the wrong kind for the head). ``proxy_iters`` defaults to one epoch of
     the training split (the paper's proxy). With ``check_build`` the detector is built once with the
     initial loss, so a config that cannot build fails here rather than in every worker.
+
+    The backbone starts from ``backbone_checkpoint`` (a user's weights, checked to fit), or with
+    ``pretrain`` (:class:`~autoloss.detection.pretrain.PretrainSettings`) from a ResNet pretrained on the
+    training split's objects, cached in ``run_dir`` (:mod:`autoloss.detection.pretrain`); otherwise as
+    the config says (the bundled configs: from scratch).
 
     Returns the task and a summary dict for people (dataset sizes, D_verify, the space, notes).
     """
@@ -348,10 +361,12 @@ def prepare_task(detector: str, branch: str, data_dir, run_dir, space: str | Non
     batch = int(batch_size or cfg.train_dataloader.batch_size)
     if proxy_iters is None:
         proxy_iters = max(2, math.ceil(splits.num_train / batch))  # one epoch, as in the paper
+    checkpoint, prefix, backbone = _backbone(cfg, splits, run_dir, backbone_checkpoint, pretrain, progress)
     task = DetectionTask(detector, branch, str(space), splits.train_ann, splits.val_ann, splits.train_img_dir,
                          splits.val_img_dir, str(verify_ann.resolve()), tuple(splits.categories),
                          str((run_dir / "work").resolve()), proxy_iters=int(proxy_iters),
-                         mos_iters=int(mos_iters), batch_size=batch_size)
+                         mos_iters=int(mos_iters), batch_size=batch_size, backbone_checkpoint=checkpoint,
+                         backbone_prefix=prefix)
     if check_build:
         initial = str(LossGenotype(loaded).initial())
         try:
@@ -367,6 +382,30 @@ def prepare_task(detector: str, branch: str, data_dir, run_dir, space: str | Non
         "config": str(path), "kind": "two-stage" if kind == TWO_STAGE else "one-stage", "space": loaded.name,
         "train_images": splits.num_train, "val_images": splits.num_val, "carved_val": splits.carved,
         "categories": len(splits.categories), "verify_images": verify["images"], "batch_size": batch,
-        "proxy_iters": int(proxy_iters), "mos_iters": int(mos_iters), "notes": notes,
+        "proxy_iters": int(proxy_iters), "mos_iters": int(mos_iters), "notes": notes, "backbone": backbone,
     }
     return task, summary
+
+
+def _backbone(cfg, splits, run_dir: Path, checkpoint, pretrain, progress) -> tuple[str | None, str | None, str]:
+    """``(checkpoint path, key prefix, words for people)`` of the backbone's starting weights."""
+    from autoloss.detection.pretrain import checkpoint_prefix, pretrained_backbone
+
+    backbone = cfg.model.get("backbone") or {}
+    depth = backbone.get("depth")
+    if checkpoint is not None and pretrain is not None:
+        raise UserError("--backbone-checkpoint and --pretrain-backbone exclude each other: give one")
+    if (checkpoint is not None or pretrain is not None) and (backbone.get("type") != "ResNet" or depth is None):
+        raise UserError(f"a backbone checkpoint or pretraining needs a ResNet backbone; the config's is "
+                        f"{backbone.get('type')!r}")
+    if checkpoint is not None:
+        prefix = checkpoint_prefix(checkpoint, int(depth))
+        path = Path(checkpoint).resolve()
+        return str(path), prefix, f"ResNet-{depth} from {path}"
+    if pretrain is not None:
+        pretrain = replace(pretrain, depth=int(depth))
+        path = pretrained_backbone(splits.train_ann, splits.train_img_dir, run_dir, pretrain, progress=progress)
+        return str(path.resolve()), None, f"ResNet-{depth} pretrained on the training split's objects ({path.name})"
+    init = backbone.get("init_cfg")
+    return None, None, (f"ResNet-{depth}, the config's init_cfg {init!r}" if init else f"{backbone.get('type')}"
+                        f"{'-' + str(depth) if depth else ''} from scratch (the config sets no init_cfg)")
