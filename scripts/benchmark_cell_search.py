@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import shutil
 import statistics
@@ -57,13 +58,23 @@ def search(out: Path, strategy: str, seed: int, budget: dict, workers: int, base
         if "warmup" in budget:
             command += ["--warmup", str(budget["warmup"])]
     command += list(extra)
-    if (out / "run.sqlite").exists():
+    resumed = (out / "run.sqlite").exists()
+    if resumed:
         command.append("--resume")
+    walls = out.parent / "walls.json"  # each search's wall-clock, summed over its sessions (a resume adds to it)
+    try:
+        kept = json.loads(walls.read_text())
+    except (OSError, ValueError):
+        kept = {}
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start
+    kept[out.name] = (kept.get(out.name, 0.0) if resumed else 0.0) + time.perf_counter() - start
+    from autoloss.files import write_atomic
+
+    write_atomic(walls, json.dumps(kept, indent=2))
+    return kept[out.name]
 
 
 def derived(run: Path) -> list[dict]:
@@ -123,6 +134,47 @@ def test_scores(task: dict, necks: dict[str, str], seeds: int, workers: int) -> 
     return scores
 
 
+def claim_lines(test: dict[str, dict], evolution) -> list[str]:
+    """Each searched cell's test AO over its training seeds against the hand neck's and against the random
+    cell's: Welch's one-sided test, Holm-adjusted over the necks compared (autoloss.engine.evidence)."""
+    from autoloss.engine import evidence
+
+    names = [n for n in test if n not in ("hand neck", "random cell")]
+    lines = [f"Claims ({evidence.TEST} t-test on the AO of the training seeds, level {evidence.ALPHA:g}, p "
+             "Holm-adjusted over the necks compared; ± one standard error of the difference):", ""]
+    for reference, others in (("hand neck", ["random cell", *names]), ("random cell", names)):
+        family = evidence.holm({n: evidence.compare(test[n]["ao_seeds"], test[reference]["ao_seeds"])
+                                for n in others})
+        better = [n for n in others if family[n].better]
+        lines.append(f"- against the {reference}: {len(better)} of {len(others)} called better"
+                     + (f" ({', '.join(better)})" if better else "") + "; "
+                     + "; ".join(f"{n} {family[n].difference:+.3f} ± {family[n].se:.3f} "
+                                 f"(p {family[n].p:.2g}, Holm {family[n].p_adjusted:.2g})"
+                                 for n in others if family[n].se is not None) + ".")
+    return lines
+
+
+def cached_test_scores(out: Path, task: dict, necks: dict[str, str], seeds: int, workers: int) -> tuple[dict, float]:
+    """:func:`test_scores`, with each neck's result kept in ``out/test_scores.json`` by its spec and seeds
+    (a rerun retrains only what changed); and the seconds this call spent retraining."""
+    path = out / "test_scores.json"
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    key = {name: json.dumps([spec, seeds, task.get("settings", task)], sort_keys=True, default=str)
+           for name, spec in necks.items()}
+    missing = {name: spec for name, spec in necks.items() if key[name] not in kept}
+    started = time.perf_counter()
+    if missing:
+        for name, scores in test_scores(task, missing, seeds, workers).items():
+            kept[key[name]] = scores
+        from autoloss.files import write_atomic
+
+        write_atomic(path, json.dumps(kept, indent=2))
+    return {name: kept[key[name]] for name in necks}, time.perf_counter() - started
+
+
 def _f(value, digits: int = 3) -> str:
     return "-" if not isinstance(value, (int, float)) or not math.isfinite(value) else f"{value:.{digits}f}"
 
@@ -143,7 +195,7 @@ def main() -> int:
     budget = FULL if args.full else QUICK
     out = Path(args.out)
     results, walls = {}, {}
-    started = time.perf_counter()
+    load = f"{os.getloadavg()[0]:.1f} (1-minute average, 2 cores)"
     shared = out / DIFFERENTIABLE[0] / "baseline_tracker.pt"
     for strategy in DIFFERENTIABLE:
         run = out / strategy
@@ -179,9 +231,7 @@ def main() -> int:
         searched = [(c, v) for c, v in best if c.generation >= 0][:1]
         if searched:
             necks[f"cse {run.name}"] = searched[0][0].genotype
-    retrain_started = time.perf_counter()
-    test = test_scores(task, necks, args.test_seeds, args.workers)
-    retrain_seconds = time.perf_counter() - retrain_started
+    test, retrain_seconds = cached_test_scores(out, task, necks, args.test_seeds, args.workers)
 
     from autoloss.differentiable.schedule import warmup_epochs
 
@@ -190,11 +240,13 @@ def main() -> int:
     first, second = step_seconds(results["darts"]), step_seconds(results["darts2"])
     ratio = second / first if first and second else None
     hand = test["hand neck"]["ao"]
+    searches_seconds = sum(walls.values()) + (separate[0] if separate else 0) + sum(w for _, w in evolution)
     command = f"python scripts/benchmark_cell_search.py {'--full' if args.full else '--quick'}"
     lines = [f"On the dimp_small demo proxy (synthetic data, CPU, 2 workers): {budget['epochs']} epochs of "
              f"{budget['steps_per_epoch']} steps, "
-             f"3 seeds per differentiable strategy; total {time.perf_counter() - started:.0f} s. The first search's "
-             f"wall-clock includes training the baseline tracker; the others re-use it.", "",
+             f"3 seeds per differentiable strategy; the searches took {searches_seconds:.0f} s in all (a resumed "
+             f"search counts each session's time). The first search's wall-clock includes training the baseline "
+             f"tracker; the others re-use it. Load average when this run of the script started: {load}.", "",
              "| search | wall-clock (s) | step (s) | eigenvalue mean | last | slope / epoch | skips in chosen cells |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for strategy in DIFFERENTIABLE:
@@ -219,20 +271,15 @@ def main() -> int:
                   f"{s}: {[chosen[(s, seed)]['epoch'] + 1 for seed in range(3) if (s, seed) in chosen]}"
                   for s in DIFFERENTIABLE),
               "", f"Each neck retrained on `weights/` and tracked on `test/` with {args.test_seeds} training seed(s) "
-              f"({retrain_seconds:.0f} s); AO, SR0.5 and SR0.75 are means over those seeds.", "",
+              f"({retrain_seconds:.0f} s this run; kept in test_scores.json); AO, SR0.5 and SR0.75 are means over "
+              "those seeds.", "",
               "| neck (retrained) | test AO (± sd) | SR0.5 | SR0.75 | AO vs hand neck | AO per training seed |",
               "|---|---:|---:|---:|---:|---|"]
     for name, scores in test.items():
         delta = f"{scores['ao'] - hand:+.3f}" if name != "hand neck" else ""
         lines.append(f"| {name} | {_f(scores['ao'])} ± {_f(scores['ao_sd'])} | {_f(scores['sr50'])} | "
                      f"{_f(scores['sr75'])} | {delta} | {', '.join(_f(v) for v in scores['ao_seeds'])} |")
-    searched = {strategy: [test[f"{strategy} seed {s}"]["ao"] for s in range(3) if f"{strategy} seed {s}" in test]
-                for strategy in DIFFERENTIABLE}
-    searched["cse"] = [test[f"cse {run.name}"]["ao"] for run, _ in evolution if f"cse {run.name}" in test]
-    for strategy, rows in searched.items():
-        wins = sum(1 for ao in rows if ao > hand)
-        lines.append(f"\n{strategy}: the searched cell beats the hand neck in test AO in {wins} of {len(rows)} search "
-                     f"seeds (by {', '.join(f'{ao - hand:+.3f}' for ao in rows)}).")
+    lines += ["", *claim_lines(test, evolution)]
     body = "\n".join(lines)
     print(body)
     (out / "benchmark.json").write_text(json.dumps({"walls": walls, "ratio": ratio, "separate_ratio": separate_ratio,
