@@ -150,8 +150,11 @@ def test_what_people_see_ranks_retrained_candidates_before_one_seed_ones(tmp_pat
     assert [e.candidate_id for e in plain] == [untested.id, retrained.id]
     assert [e.candidate_id for e in shown] == [retrained.id, untested.id]
     study.store.close()
-    run = read_run(open_run(tmp_path))
+    record = open_run(tmp_path)
+    run = read_run(record)
     assert [c.id for c, _, _ in run.top][:2] == [retrained.id, untested.id]
+    standing = [(row.id, sample.n) for row, _, sample in record.standing() if row.generation >= 0]
+    assert standing[:2] == [(retrained.id, 4), (untested.id, 1)]  # the exports' and evaluate's order too
 
 
 def test_the_race_stops_a_candidate_clearly_below_the_baseline_and_keeps_the_others(tmp_path):

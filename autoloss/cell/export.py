@@ -208,7 +208,7 @@ def export_run(run_dir, top: int = 1, out=None, name: str | None = None, include
     record = open_run(run_dir)
     if record.kind != "cell":
         raise UserError(f"{record.run_dir} is a run of kind '{record.kind}', not a cell search")
-    ranked = [(row, verdict) for row, verdict in record.best(record.ranking, top + 1)
+    ranked = [(row, verdict) for row, verdict, _ in record.standing(top + 1)  # retrained cells first
               if row.generation != BASELINE_GENERATION][:top]
     if not ranked:
         raise UserError(f"{record.run_dir} holds no searched cell with a {record.ranking} result yet: nothing to export")

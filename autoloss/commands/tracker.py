@@ -218,16 +218,18 @@ def _cells_from_run(run_dir: str, top: int) -> list[tuple[str, str]]:
     record = open_run(run_dir)
     if record.kind != "cell":
         raise UserError(f"{run_dir} is a run of kind '{record.kind}', not a cell search (--tracker)")
-    best = [(row, verdict) for row, verdict in record.best(record.ranking, top + 1) if row.generation != BASELINE_GENERATION]
+    best = [(row, sample) for row, _, sample in record.standing() if row.generation != BASELINE_GENERATION]
     if not best:
         raise UserError(f"{run_dir} holds no cell with a proxy result yet")
     cells = []
-    for rank, (row, verdict) in enumerate(best[:top], 1):
+    for rank, (row, sample) in enumerate(best[:top], 1):  # the search summary's order: retrained cells first
         try:  # checked before anything is trained, as --cell is
             genotype = format_genotype(parse_genotype(row.genotype))
         except UserError as exc:
             raise UserError(f"{run_dir}: its found cell #{rank} (candidate {row.id}) does not parse: {exc}") from None
-        cells.append((f"found #{rank} (AO {verdict.metrics['fitness']:.3f} on the proxy)", genotype))
+        score = (f"proxy AO {sample.mean:.3f} ± {sample.sd:.3f} over {sample.n} seeds" if sample.n > 1
+                 else f"proxy AO {sample.mean:.3f}, one seed")
+        cells.append((f"found #{rank} ({score})", genotype))
     return cells
 
 

@@ -154,6 +154,21 @@ class RunRecord:
 
         return evidence.claims(self, self.ranking)
 
+    def standing(self, n: int | None = None) -> list[tuple[CandidateRow, VerdictRow, object]]:
+        """The best distinct genotypes on the ranking stage as shown to people, ``(row, seed-0 verdict, sample
+        over its seeds)``: retrained candidates first by their mean, then one-seed ones by their score
+        (:func:`~autoloss.engine.evidence.standing`, the order of the search's own summary); the baseline too."""
+        from autoloss.engine import evidence
+
+        seeds = evidence.seed_table(self.all_verdicts, self.ranking)
+        ranked = []
+        for row, verdict in self.best(self.ranking, 1_000_000):
+            sample = evidence.Sample(tuple(evidence.values(seeds.get(row.id, {}))))
+            score = sample.mean if sample.n > 1 else float(verdict.metrics["fitness"])
+            ranked.append((evidence.standing(score, sample.n), row, verdict, sample))
+        ranked.sort(key=lambda item: item[0])  # stable: ties keep best()'s order (the lower id)
+        return [(row, verdict, sample) for _, row, verdict, sample in ranked[:n]]
+
     def baseline_sample(self):
         """The baseline's ranking scores over its seeds (evidence.Sample): the proxy's noise."""
         from autoloss.engine import evidence

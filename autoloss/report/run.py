@@ -236,16 +236,8 @@ def read_run(store: RunRecord, top: int = 10) -> Run:
     baselines = [c for c in candidates.values() if c.generation == BASELINE_GENERATION]
     seeds = evidence.seed_table(store.verdicts(), store.ranking)
     samples = {cid: evidence.Sample(tuple(evidence.values(found))) for cid, found in seeds.items()}
-    several = any(sample.n > 1 for cid, sample in samples.items() if cid not in {c.id for c in baselines})
-    ranked = store.best(store.ranking, 1_000_000 if several else top + len(baselines))
-    if several:  # retrained candidates first, by their mean; then the one-seed ones (as the search's summary)
-        def standing(item):
-            sample = samples.get(item[0].id)
-            if sample is not None and sample.n > 1:
-                return evidence.standing(sample.mean, sample.n)
-            return evidence.standing(float(item[1].metrics["fitness"]), 1)
-        ranked = sorted(ranked, key=standing)
-    hall = [(c, replace(v, gate="proxy")) for c, v in ranked if c.generation >= 0][:top]
+    # retrained candidates first, by their mean; then the one-seed ones (the order of the search's summary)
+    hall = [(c, replace(v, gate="proxy")) for c, v, _ in store.standing() if c.generation >= 0][:top]
     first_stage = next((name for name, role in roles.items() if role == "mos"), None)
     times = [c.created for c in candidates.values()] + [v.created for v in verdicts]
     run = Run(

@@ -85,7 +85,7 @@ def _read(store: RunRecord, db: Path, top: int) -> RunLosses:
             raise UserError(f"{db}: candidate {candidate.id} is not a loss of space {space.name} ({exc})") from None
         return Scored(candidate, verdict, store.verdict(candidate.id, MOS), node)
 
-    ranked = store.best(PROXY, top + 1)
+    ranked = [(c, v) for c, v, _ in store.standing(top + 1)]  # the summary's order: retrained losses first
     best = [scored(c, v) for c, v in ranked if c.generation != BASELINE_GENERATION][:top]
     baseline = next((scored(c, v) for c, v in ranked if c.generation == BASELINE_GENERATION), None)
     if baseline is None:
