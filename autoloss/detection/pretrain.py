@@ -99,7 +99,7 @@ def pretrained_backbone(train_ann, img_dir, cache_folder, settings: PretrainSett
     except OSError as exc:
         raise UserError(f"cannot create {weights.parent}: {exc.strerror or exc}") from None
 
-    write_atomic(weights, lambda handle: torch.save(state, handle))
+    write_atomic(weights, lambda file: torch.save(state, file))
     write_atomic(manifest, json.dumps({"generator": GENERATOR, "version": VERSION, "key": key,
                                        "settings": asdict(settings), "train_accuracy": accuracy}, indent=2))
     return weights
