@@ -109,8 +109,16 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
-def panel_figures(rows: dict[str, dict], seeds: list[int]) -> dict:
-    """The panel's reliability figures from ``rows``: name -> {"proxy": {seed: score}, "mos": {seed: score}}."""
+def panel_figures(rows: dict[str, dict], seeds: list[int], learned_only: bool = False) -> dict:
+    """The panel's reliability figures from ``rows``: name -> {"proxy": {seed: score}, "mos": {seed: score}}.
+    ``learned_only``: only the losses whose proxy mean is above 0 (a loss that taught the detector nothing
+    is easy to rank last on every seed, which lifts the correlations without telling good losses apart);
+    then also under ``"learned"``."""
+    if not learned_only:
+        learned = {n: r for n, r in rows.items() if r["proxy"] and statistics.fmean(r["proxy"].values()) > 0}
+        found = panel_figures(rows, seeds, learned_only=True)
+        found["learned"] = panel_figures(learned, seeds, learned_only=True) if len(learned) < len(rows) else None
+        return found
     names = [n for n in rows if all(s in rows[n]["proxy"] for s in seeds)]
     pairs = []
     for i, a in enumerate(seeds):
@@ -236,7 +244,7 @@ def _num(value, digits: int = 2) -> str:
 def section(results: list[dict], seeds: list[int], load: str) -> str:
     lines = [f"Each loss of the panel trained with seeds {', '.join(map(str, seeds))} on the search's proxy stage "
              "(and its MOS stage on D_verify), the classification branch only (the config's regression loss kept), "
-             f"mAP in %. Machine load at the start: {load}.", ""]
+             f"mAP in %. Load average when this run of the script started: {load}.", ""]
     targets = "targets (issue 23): seed-to-seed Spearman >= 0.8, MOS-to-proxy >= 0.6, FL - BCE > 3 pooled sd"
     for result in results:
         fig = result["figures"]
@@ -260,6 +268,12 @@ def section(results: list[dict], seeds: list[int], load: str) -> str:
                   f"- spread of the panel's means {_num(100 * fig['spread'] if fig['spread'] is not None else None, 1)}"
                   f" AP over the median sd {_num(100 * fig['median_sd'] if fig['median_sd'] is not None else None, 1)}"
                   f" AP: {_num(fig['spread_over_sd'])}"]
+        learned = fig.get("learned")
+        if learned:
+            lines.append(f"- among the {learned['losses']} losses that learned something (proxy mean above 0): "
+                         f"seed-to-seed Spearman mean {_num(learned['seed_spearman_mean'])}, min "
+                         f"{_num(learned['seed_spearman_min'])}; MOS-to-proxy {_num(learned['mos_spearman'])}; spread "
+                         f"over median sd {_num(learned['spread_over_sd'])}")
         if result["head"] == "sigmoid":
             lines.append(f"- FL - BCE: {_num(result['fl_over_bce'])} pooled sd")
         if result["proxy_seconds"] is not None:
@@ -324,7 +338,8 @@ def main() -> int:
     results = [run_head(head, Path(args.out), seeds, iters, args.random, args.workers, data_options, args.first,
                         args.pretrain)
                for head in (args.head or HEADS)]
-    text = section(results, seeds, load) + f"\nTotal {time.perf_counter() - started:.0f} s.\n"
+    text = section(results, seeds, load) + (f"\nThis run of the script: {time.perf_counter() - started:.0f} s (runs kept "
+                                            "by an earlier run are not redone).\n")
     print(text)
     if args.json:
         from autoloss.files import write_atomic

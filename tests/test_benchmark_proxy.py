@@ -39,6 +39,15 @@ def test_a_proxy_that_ranks_noise_has_a_low_seed_to_seed_spearman():
     assert found["spread_over_sd"] < 1
 
 
+def test_losses_that_learned_nothing_are_also_left_out_of_the_figures():
+    rows = _rows({"a": [0.1, 0.4, 0.2], "b": [0.4, 0.1, 0.3], "c": [0.2, 0.3, 0.4], "dead": [0.0, 0.0, 0.0],
+                  "dead too": [0.0, 0.0, 0.0]})
+    found = benchmark_proxy.panel_figures(rows, [0, 1, 2])
+    assert found["seed_spearman_mean"] > found["learned"]["seed_spearman_mean"]  # the dead ones lift it
+    assert found["learned"]["losses"] == 3
+    assert benchmark_proxy.panel_figures(_rows({"a": [0.1, 0.2], "b": [0.3, 0.4]}), [0, 1])["learned"] is None
+
+
 def test_separation_is_the_difference_over_the_pooled_sd():
     rows = _rows({"BCE": [0.10, 0.12, 0.14], "FL": [0.20, 0.22, 0.24]})
     assert benchmark_proxy.separation(rows, "BCE", "FL") == pytest.approx(0.10 / 0.02)
