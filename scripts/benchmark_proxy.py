@@ -321,7 +321,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="runs/benchmark-proxy", help="where the runs are kept (resumable)")
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"))
-    parser.add_argument("--figure", default=str(ROOT / "docs" / "benchmark_proxy.png"))
+    parser.add_argument("--figure", help="default: docs/benchmark_proxy.png (with --pretrain: "
+                                         "docs/benchmark_proxy_pretrain.png)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--no-write", action="store_true", help="print; leave docs/ alone")
     args = parser.parse_args()
@@ -345,11 +346,15 @@ def main() -> int:
         from autoloss.files import write_atomic
 
         write_atomic(args.json, json.dumps(results, indent=2, default=str))
-    if not args.no_write:
+    if not args.no_write:  # one section (and figure) per backbone setting, so attempts sit side by side
+        suffix = "_pretrain" if args.pretrain else ""
+        args.figure = args.figure or str(ROOT / "docs" / f"benchmark_proxy{suffix}.png")
         figure(results, Path(args.figure))
         command = ("python3 scripts/benchmark_proxy.py" + (f" --head {' --head '.join(args.head)}" if args.head else "")
                    + (" --pretrain" if args.pretrain else ""))
-        write_section(Path(args.markdown), "proxy-panel", "Proxy reliability: a panel of losses over seeds",
+        write_section(Path(args.markdown), "proxy-panel" + suffix.replace("_", "-"),
+                      "Proxy reliability: a panel of losses over seeds"
+                      + (", backbone pretrained on the data's objects" if args.pretrain else ""),
                       text + f"\n![the panels' means ± sd]({Path(args.figure).name})\n", command)
     return 0
 
