@@ -446,6 +446,7 @@ def _print_result(result, problem, study) -> None:
         print(f"  no candidate beat the baseline within this budget: the baseline remains the best {noun} "
               f"(a larger --population and more --generations search further)")
     retrained = sum(item.seeds > 1 for item in found)
+    claims = study.claims() if base is not None else {}  # one family for all (Holm), read once
     for rank, item in enumerate(found, 1):
         if retrained and rank == retrained + 1:
             print(f"  not retrained (one seed each: the draw that ranked them, not evidence; listed after the "
@@ -453,7 +454,7 @@ def _print_result(result, problem, study) -> None:
         delta = f" ({item.fitness - base:+.4f})" if base is not None else ""
         described = representation.describe(representation.parse(item.genotype))
         infix = described.get("infix") or described.get("summary", "")
-        claim = study.claim(item.candidate_id) if base is not None else None
+        claim = claims.get(study.owner(item.candidate_id))
         said = (f"\n       {claim.text()}" if claim is not None and claim.candidate.n
                 else f"\n       unconfirmed: one seed, not evidence (the proxy's noise is ± {result.baseline.sd:.4f})"
                 if base is not None and result.baseline.sd is not None else "")

@@ -238,11 +238,6 @@ class Study:
         the family of candidates tested with fresh seeds; keyed by the candidate that owns the seeds."""
         return evidence.claims(self.store, self.ranking.name)
 
-    def claim(self, row_id: int) -> evidence.Comparison:
-        """A searched candidate's (a duplicate: its owner's) claim, within the family of :meth:`claims`."""
-        found = self.claims().get(self.owner(row_id))
-        return found if found is not None else evidence.compare((), self.baseline_sample().values, fresh=True)
-
     def seed_stage(self, stage: Stage, k: int) -> Stage:
         """The stage whose verdict stores seed ``k`` of ``stage`` (``stage`` itself for 0)."""
         return stage if k == 0 else Stage(evidence.seed_gate(stage.name, k), stage.timeout, ranks=False)
