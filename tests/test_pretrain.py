@@ -102,6 +102,21 @@ def test_a_users_checkpoint_is_checked_before_anything_trains(data, tmp_path):
         pretrain.checkpoint_prefix(text, 18)
     with pytest.raises(UserError, match="no such file"):
         pretrain.checkpoint_prefix(tmp_path / "missing.pth", 18)
+    with pytest.raises(UserError, match="not a regular file"):
+        pretrain.checkpoint_prefix(tmp_path, 18)
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"conv1.weight": Payload()}))
+    with pytest.raises(UserError, match="never unpickles"):
+        pretrain.checkpoint_prefix(evil, 18)
+    assert not marker.exists()  # nothing in the file ran
 
 
 def test_the_detector_starts_from_the_checkpoint(synthetic_coco, tmp_path):

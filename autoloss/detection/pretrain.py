@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -253,13 +254,17 @@ def read_state_dict(path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--backbone-checkpoint {path}: no such file")
+        raise UserError(f"--backbone-checkpoint {path}: {'not a regular file' if path.exists() else 'no such file'}")
     try:
-        found = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a file's pickle protocol: the error below says it all
+            warnings.simplefilter("ignore")
+            found = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  (a user's file: anything can be wrong with it)
         lines = str(exc).strip().splitlines()
-        raise UserError(f"--backbone-checkpoint {path}: not a PyTorch checkpoint of plain tensors "
-                        f"({type(exc).__name__}: {lines[0][:200] if lines else ''})") from None
+        why = ("it holds Python objects beside tensors, which autoloss never unpickles: save the state dict "
+               "alone" if type(exc).__name__ == "UnpicklingError" else
+               f"{type(exc).__name__}: {lines[0][:200] if lines else ''}")
+        raise UserError(f"--backbone-checkpoint {path}: not a PyTorch checkpoint of plain tensors ({why})") from None
     if isinstance(found, dict) and isinstance(found.get("state_dict"), dict):
         found = found["state_dict"]
     if not isinstance(found, dict) or not found:
