@@ -57,6 +57,9 @@ HEADS = {
 }
 DEMO = {"proxy_iters": 200, "mos_iters": 30}
 TINY = {"proxy_iters": 2, "mos_iters": 2}
+# the synthetic data (autoloss.detection.synthetic): the demo's, and a harder one where the loss on negatives
+# matters more (unannotated distractor shapes, smaller and more objects) with a larger validation split
+DATA = {"demo": {}, "clutter": {"num_train": 256, "num_val": 64, "max_objects": 8, "distractors": 4, "sizes": (8, 32)}}
 
 
 # ------------------------------------------------------------------------------------------ the panel
@@ -160,7 +163,7 @@ def setting_key(head: str, iters: dict, data: dict) -> str:
 
 
 def run_head(head: str, out: Path, seeds: list[int], iters: dict, random_trees: int, workers: int,
-             data_options: dict, first: int | None = None, pretrain: bool = False) -> dict:
+             data_options: dict, first: int | None = None, pretrain: bool = False, tiny: bool = False) -> dict:
     """Train the head's panel (what is not in ``runs.jsonl`` yet); its rows and figures."""
     from autoloss.detection.synthetic import make_synthetic_coco
     from autoloss.detection.task import evaluate, prepare_task
@@ -172,9 +175,10 @@ def run_head(head: str, out: Path, seeds: list[int], iters: dict, random_trees: 
     made = make_synthetic_coco(str(data_dir), **data_options)
     from autoloss.detection.pretrain import PretrainSettings
 
-    settings = PretrainSettings(steps=2, batch=4, crop=16) if pretrain and data_options else PretrainSettings()
+    settings = PretrainSettings(steps=2, batch=4, crop=16) if tiny else PretrainSettings()
     folder = out / head / setting_key(head, iters, {k: made[k] for k in ("num_train", "num_val", "categories")}
-                                      | data_options | ({"pretrain": str(settings)} if pretrain else {}))
+                                      | {k: list(v) if isinstance(v, tuple) else v for k, v in data_options.items()}
+                                      | ({"pretrain": str(settings)} if pretrain else {}))
     folder.mkdir(parents=True, exist_ok=True)
     task, summary = prepare_task(spec["detector"], "cls", str(data_dir), folder, space=spec["space"],
                                  proxy_iters=iters["proxy_iters"], mos_iters=iters["mos_iters"], check_build=False,
@@ -228,7 +232,7 @@ def run_head(head: str, out: Path, seeds: list[int], iters: dict, random_trees: 
     seconds = [r["seconds"] for r in done.values() if r.get("stage") == "proxy" and "fitness" in r]
     return {"head": head, "detector": spec["detector"], "setting": folder.name, "iters": iters,
             "backbone": summary["backbone"],
-            "data": {k: made[k] for k in ("num_train", "num_val", "categories")}, "rows": rows,
+            "data": {k: made[k] for k in ("num_train", "num_val", "categories")} | data_options, "rows": rows,
             "figures": panel_figures(rows, seeds),
             "fl_over_bce": separation(rows, "BCE", "FL") if head == "sigmoid" else None,
             "proxy_seconds": statistics.fmean(seconds) if seconds else None}
@@ -250,8 +254,8 @@ def section(results: list[dict], seeds: list[int], load: str) -> str:
         fig = result["figures"]
         lines += [f"### {result['head']} head: {result['detector']}, {result['iters']['proxy_iters']} proxy "
                   f"iterations, MOS {result['iters']['mos_iters']}; {result['data']['num_train']} train / "
-                  f"{result['data']['num_val']} val images, {len(result['data']['categories'])} categories; "
-                  f"backbone {result['backbone']}", "",
+                  f"{result['data']['num_val']} val images, {len(result['data']['categories'])} categories"
+                  f"{describe_data(result['data'])}; backbone {result['backbone']}", "",
                   "| loss | proxy mAP mean ± sd (n) | MOS mAP mean | expression |", "|---|---:|---:|---|"]
         for name, row in result["rows"].items():
             proxy = list(row["proxy"].values())
@@ -281,6 +285,18 @@ def section(results: list[dict], seeds: list[int], load: str) -> str:
         lines.append("")
     lines.append(f"Against the {targets}.")
     return "\n".join(lines) + "\n"
+
+
+def describe_data(data: dict) -> str:
+    """The harder data's options in words ('' for the demo's data)."""
+    words = []
+    if data.get("max_objects"):
+        words.append(f"1-{data['max_objects']} objects per image")
+    if data.get("sizes"):
+        words.append(f"sides {data['sizes'][0]}-{data['sizes'][1]} px")
+    if data.get("distractors"):
+        words.append(f"0-{data['distractors']} unannotated distractor shapes per image")
+    return f" ({', '.join(words)})" if words else ""
 
 
 def figure(results: list[dict], path: Path) -> None:
@@ -317,6 +333,9 @@ def main() -> int:
     parser.add_argument("--pretrain", action="store_true",
                         help="start the backbone from a ResNet pretrained on the training split's objects "
                              "(autoloss.detection.pretrain; as search --pretrain-backbone)")
+    parser.add_argument("--data", choices=tuple(DATA), default="demo",
+                        help="the synthetic data: the demo's, or 'clutter' (distractors, smaller and more objects, 256 train / 64 "
+                             "val images)")
     parser.add_argument("--tiny", action="store_true", help="2 iterations, a small dataset: the pipeline only")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="runs/benchmark-proxy", help="where the runs are kept (resumable)")
@@ -330,14 +349,14 @@ def main() -> int:
         parser.error("--seeds must be at least 2 (the figures compare seeds)")
     base = TINY if args.tiny else DEMO
     iters = {"proxy_iters": args.proxy_iters or base["proxy_iters"], "mos_iters": args.mos_iters or base["mos_iters"]}
-    data_options = {"num_train": 8, "num_val": 4} if args.tiny else {}
+    data_options = dict(DATA[args.data]) | ({"num_train": 8, "num_val": 4} if args.tiny else {})
     seeds = list(range(args.seeds))
     import os
 
     load = f"{os.getloadavg()[0]:.1f} (1-min average, 2 cores)"
     started = time.perf_counter()
     results = [run_head(head, Path(args.out), seeds, iters, args.random, args.workers, data_options, args.first,
-                        args.pretrain)
+                        args.pretrain, args.tiny)
                for head in (args.head or HEADS)]
     text = section(results, seeds, load) + (f"\nThis run of the script: {time.perf_counter() - started:.0f} s (runs kept "
                                             "by an earlier run are not redone).\n")
@@ -347,14 +366,17 @@ def main() -> int:
 
         write_atomic(args.json, json.dumps(results, indent=2, default=str))
     if not args.no_write:  # one section (and figure) per backbone setting, so attempts sit side by side
-        suffix = "_pretrain" if args.pretrain else ""
+        suffix = ("_pretrain" if args.pretrain else "") + ("" if args.data == "demo" else f"_{args.data}")
+        suffix += "" if iters == DEMO else f"_{iters['proxy_iters']}it"
         args.figure = args.figure or str(ROOT / "docs" / f"benchmark_proxy{suffix}.png")
         figure(results, Path(args.figure))
         command = ("python3 scripts/benchmark_proxy.py" + (f" --head {' --head '.join(args.head)}" if args.head else "")
-                   + (" --pretrain" if args.pretrain else ""))
+                   + (" --pretrain" if args.pretrain else "") + ("" if args.data == "demo" else f" --data {args.data}")
+                   + ("" if iters == DEMO else f" --proxy-iters {iters['proxy_iters']} --mos-iters {iters['mos_iters']}"))
         write_section(Path(args.markdown), "proxy-panel" + suffix.replace("_", "-"),
                       "Proxy reliability: a panel of losses over seeds"
-                      + (", backbone pretrained on the data's objects" if args.pretrain else ""),
+                      + (", backbone pretrained on the data's objects" if args.pretrain else "")
+                      + ("" if args.data == "demo" else f", the '{args.data}' data"),
                       text + f"\n![the panels' means ± sd]({Path(args.figure).name})\n", command)
     return 0
 

@@ -401,3 +401,75 @@ def test_hostile_json_is_one_line(tmp_path, synth, text, message):
     data = _broken(tmp_path, synth, text=text)
     with pytest.raises(UserError, match=message):
         find_coco_splits(data)
+
+
+# ------------------------------------------------------------------ a held-out test split, harder data
+
+
+def test_a_test_split_leaves_train_and_val_as_they_were(tmp_path):
+    plain = make_synthetic_coco(tmp_path / "plain", num_train=6, num_val=3)
+    held = make_synthetic_coco(tmp_path / "held", num_train=6, num_val=3, num_test=4)
+    for split in ("train", "val"):
+        assert Path(held[f"{split}_ann"]).read_bytes() == Path(plain[f"{split}_ann"]).read_bytes()
+    assert "test_ann" not in plain and held["num_test"] == 4
+    test = load_coco(held["test_ann"])
+    assert len(test["images"]) == 4 and len(list(Path(held["test_img_dir"]).glob("*.png"))) == 4
+    train_pixels = {np.asarray(Image.open(p)).tobytes() for p in Path(held["train_img_dir"]).glob("*.png")}
+    assert not train_pixels & {np.asarray(Image.open(p)).tobytes() for p in Path(held["test_img_dir"]).glob("*.png")}
+    # the manifest of a dataset written before these options is still this generator's: no new keys by default
+    assert set(json.loads((tmp_path / "plain" / "autoloss_synthetic.json").read_text())) >= {"num_train", "seed"}
+    assert "num_test" not in json.loads((tmp_path / "plain" / "autoloss_synthetic.json").read_text())
+    splits = find_coco_splits(tmp_path / "held")
+    ann, img_dir, n = coco_mod.find_test_split(tmp_path / "held", splits)
+    assert (ann, n) == (held["test_ann"], 4) and Path(img_dir) == Path(held["test_img_dir"])
+
+
+def test_distractors_are_drawn_but_not_annotated_and_sizes_bound_the_objects(tmp_path):
+    kwargs = dict(num_train=8, num_val=2, max_objects=3, sizes=(8, 20))
+    plain = make_synthetic_coco(tmp_path / "plain", **kwargs)
+    cluttered = make_synthetic_coco(tmp_path / "clutter", distractors=4, **kwargs)
+    for made in (plain, cluttered):
+        data = load_coco(made["train_ann"])
+        assert all(max(a["bbox"][2], a["bbox"][3]) <= 20 for a in data["annotations"])
+        assert {c["name"] for c in data["categories"]} == {"square", "circle", "triangle", "cross"}
+    # the same objects per image at most, but more drawn shapes: pixels that differ from the background
+    # outside every annotated box (a distractor's)
+    def unannotated_ink(made) -> int:
+        data, count = load_coco(made["train_ann"]), 0
+        for image in data["images"]:
+            pixels = np.asarray(Image.open(Path(made["train_img_dir"]) / image["file_name"])).astype(int)
+            mask = np.ones(pixels.shape[:2], bool)
+            for a in data["annotations"]:
+                if a["image_id"] == image["id"]:
+                    x, y, w, h = a["bbox"]
+                    mask[y:y + h, x:x + w] = False
+            edges = np.abs(np.diff(pixels, axis=1)).sum(axis=2)[:, :] > 120  # sharp edges: drawn shapes
+            count += int((edges & mask[:, 1:]).sum())
+        return count
+    assert unannotated_ink(cluttered) > 2 * unannotated_ink(plain) + 20
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"num_test": -1}, "num_test >= 0"),
+    ({"distractors": -2}, "distractors >= 0"),
+    ({"sizes": (2, 10)}, "4 <= smallest <= largest"),
+    ({"sizes": (20, 10)}, "4 <= smallest <= largest"),
+    ({"sizes": (8, 80)}, "image_size must be at least 160"),
+    ({"distractors": 1, "categories": ("square", "circle", "triangle", "cross", "diamond", "ring")},
+     "every shape is a category"),
+])
+def test_bad_generator_options(tmp_path, kwargs, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+        make_synthetic_coco(tmp_path / "x", **kwargs)
+
+
+def test_a_missing_or_mismatched_test_split_is_one_clear_error(tmp_path, synth):
+    root, _ = synth
+    with pytest.raises(UserError, match="no test split.*--split val"):
+        coco_mod.find_test_split(root, find_coco_splits(root))
+    held = make_synthetic_coco(tmp_path / "held", num_train=4, num_val=2, num_test=2)
+    data = json.loads(Path(held["test_ann"]).read_text())
+    data["categories"][0]["name"] = "blob"
+    Path(held["test_ann"]).write_text(json.dumps(data))
+    with pytest.raises(UserError, match="instances_test.json: categories differ"):
+        coco_mod.find_test_split(tmp_path / "held", find_coco_splits(tmp_path / "held"))

@@ -118,3 +118,48 @@ def test_needs_data_or_demo(tmp_path):
                        "--data DIR")
     assert_clean_error(run_cli("evaluate", "--detector", "fcos_small", "--loss-reg", "GIoU", "--out", tmp_path,
                                "--data", tmp_path / "nowhere"), "nowhere")
+
+
+def test_the_held_out_test_split_and_a_backbone_checkpoint_reach_every_variant(tmp_path):
+    import torch
+
+    from autoloss.detection.synthetic import make_synthetic_coco
+
+    made = make_synthetic_coco(tmp_path / "data", num_train=4, num_val=2, num_test=2)
+    weights = tmp_path / "r18.pth"
+    from mmdet.models.backbones import ResNet
+
+    torch.save(ResNet(depth=18).state_dict(), weights)
+    comparison = Comparison.prepare("fcos_small", made["out_dir"], tmp_path / "eval", loss_cls="FLI", seeds=1,
+                                    iters=2, split="test", backbone_checkpoint=str(weights))
+    assert comparison.split == "test" and comparison.val_ann == made["test_ann"]
+    assert comparison.val_img_dir == made["test_img_dir"] and comparison.train_ann == made["train_ann"]
+    for variant in comparison.variants:
+        cfg = comparison.config(variant, 0, tmp_path / "w")
+        assert cfg.test_dataloader.dataset.ann_file == made["test_ann"]
+        assert cfg.model.backbone.init_cfg == {"type": "Pretrained", "checkpoint": str(weights.resolve())}
+    assert Comparison.from_dict(comparison.to_dict()) == comparison
+    plain = Comparison.prepare("fcos_small", made["out_dir"], tmp_path / "eval2", loss_cls="FLI", seeds=1, iters=2)
+    assert plain.val_ann == made["val_ann"] and plain.backbone_checkpoint is None
+    assert plain.config(plain.variants[0], 0, tmp_path / "w").model.backbone.get("init_cfg") is None
+
+
+def test_a_comparison_written_before_the_split_option_still_resumes(synthetic_coco, tmp_path):
+    comparison = Comparison.prepare("fcos_small", synthetic_coco, tmp_path, loss_cls="FLI", seeds=1, iters=2)
+    old = comparison.to_dict()
+    for key in ("split", "backbone_checkpoint", "backbone_prefix"):
+        del old[key]
+    (tmp_path / "comparison.json").write_text(json.dumps(old))
+    comparison.claim_out_dir()  # the same comparison: no "holds another comparison"
+
+
+def test_split_errors(synthetic_coco, tmp_path):
+    assert_clean_error(run_cli("evaluate", "--detector", "fcos_small", "--data", synthetic_coco, "--loss-cls", "FLI",
+                               "--split", "test", "--out", tmp_path / "a"), "no test split", "--split val")
+    assert_clean_error(run_cli("evaluate", "--tracker", "dimp_small", "--demo", "--split", "test",
+                               "--out", tmp_path / "b"), "--split applies to --detector")
+    assert_clean_error(run_cli("evaluate", "--tracker", "dimp_small", "--demo", "--pretrain-backbone",
+                               "--out", tmp_path / "c"), "--pretrain-backbone applies to --detector")
+    assert_clean_error(run_cli("evaluate", "--detector", "fcos_small", "--data", synthetic_coco, "--loss-cls", "FLI",
+                               "--backbone-checkpoint", tmp_path / "missing.pth", "--out", tmp_path / "d"),
+                       "missing.pth")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from autoloss.commands import tracker
 from autoloss.commands.options import bounded_int, finite_positive
-from autoloss.commands.search import DEMO_DETECTORS, DEMO_ITERS
+from autoloss.commands.search import DEMO_DATA, DEMO_DETECTORS, DEMO_ITERS
 from autoloss.engine.executors import make_executor
 from autoloss.errors import UserError
 from autoloss.files import writable_dir
@@ -34,6 +34,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
                                                               "CPU variant of --detector (200 iterations); with "
                                                               "--tracker dimp_small the synthetic sequences (the "
                                                               "demo search's data and baseline when they match)")
+    evaluate.add_argument("--split", choices=["val", "test"],
+                          help="--detector: score on the validation split (which a search ranks candidates on) or on "
+                               "the held-out test split, annotations/instances_test*.json, that no search stage "
+                               "reads (default: test with --demo, val otherwise)")
     evaluate.add_argument("--run", metavar="RUN_DIR", help="--tracker: the cell search whose best --top cells to "
                                                            "evaluate (--demo default: runs/demo-dimp_small-cse-seed0)")
     evaluate.add_argument("--cell", action="append", metavar="GENOTYPE",
@@ -41,7 +45,11 @@ def add_parser(commands) -> argparse.ArgumentParser:
                                "repeatable")
     evaluate.add_argument("--top", type=bounded_int("--top", 1, 100), default=1,
                           help="--tracker: how many of the run's best cells (default: 1)")
-    evaluate.add_argument("--backbone-checkpoint", metavar="FILE", help="--tracker: as for search (dimp_r50)")
+    evaluate.add_argument("--backbone-checkpoint", metavar="FILE",
+                          help="ResNet weights the backbone starts from, as for search (--tracker dimp_r50: required)")
+    evaluate.add_argument("--pretrain-backbone", action="store_true",
+                          help="--detector: start the backbone from a ResNet pretrained on the training split's "
+                               "objects, as search --pretrain-backbone (cached in OUT)")
     evaluate.add_argument("--tracker-option", action="append", metavar="KEY=VALUE",
                           help="--tracker: override a tracking setting, as for search")
     evaluate.add_argument("--seed", type=bounded_int("--seed", 0, 2**32 - 1), default=0,
@@ -68,13 +76,23 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.tracker:
+        if args.split:
+            raise UserError("--split applies to --detector (a tracker is always scored on its test split)")
+        if args.pretrain_backbone:
+            raise UserError("--pretrain-backbone applies to --detector, not to --tracker")
         return tracker.run_evaluate(args)
     if not args.detector:
         raise UserError("choose what to evaluate: --detector faster_rcnn|fcos|... or --tracker dimp_small|dimp_r50")
-    for option in ("run", "cell", "backbone_checkpoint", "tracker_option"):
+    for option in ("run", "cell", "tracker_option"):
         if getattr(args, option):
             raise UserError(f"--{option.replace('_', '-')} applies to --tracker")
     from autoloss.detection.compare import Comparison, write_markdown  # heavy: torch
+    from autoloss.detection.pretrain import PretrainSettings
+
+    if args.backbone_checkpoint:  # before anything is written (the full check needs the config)
+        from autoloss.detection.pretrain import read_state_dict
+
+        read_state_dict(args.backbone_checkpoint)
 
     detector, data, iters = args.detector, args.data, args.iters
     out = writable_dir(Path(args.out or f"runs/evaluate-{'demo-' if args.demo else ''}{Path(detector).stem}"),
@@ -86,19 +104,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise UserError("--demo generates its own synthetic dataset: drop --data, or drop --demo")
         detector = DEMO_DETECTORS.get(detector, detector)
         data = str(out / "data")
-        make_synthetic_coco(data)
+        make_synthetic_coco(data, **DEMO_DATA)
         if iters is None:
             iters = DEMO_ITERS["proxy_iters"]
     elif not data:
         raise UserError("evaluate needs --data DIR (a COCO-format dataset), or --demo")
     comparison = Comparison.prepare(detector, data, out, loss_cls=args.loss_cls, loss_reg=args.loss_reg,
                                     seeds=args.seeds, iters=iters, batch_size=args.batch_size,
-                                    name=args.name, space_cls=args.space_cls)
+                                    name=args.name, space_cls=args.space_cls,
+                                    split=args.split or ("test" if args.demo else "val"),
+                                    backbone_checkpoint=args.backbone_checkpoint,
+                                    pretrain=PretrainSettings() if args.pretrain_backbone else None,
+                                    progress=None if args.quiet else print)
     comparison.claim_out_dir()
     total = len(comparison.variants) * len(comparison.seeds)
     if not args.quiet:
         print(f"evaluate: {Path(comparison.detector).name}, {len(comparison.variants)} loss settings x "
-              f"{len(comparison.seeds)} seed(s), {comparison.iters} iterations each; logs in {out / 'work'}")
+              f"{len(comparison.seeds)} seed(s), {comparison.iters} iterations each, scored on the "
+              f"{'held-out test' if comparison.split == 'test' else 'validation'} split; logs in {out / 'work'}")
 
     def report(record: dict) -> None:
         if not args.quiet:

@@ -33,6 +33,7 @@ from autoloss.strategies.cse import CseOptions
 DEMO_BUDGET = {"population": 24, "generations": 2, "top_k": 2, "parents": 2, "max_mos": 4}
 DEMO_ITERS = {"proxy_iters": 200, "mos_iters": 30}
 DEMO_DETECTORS = {"faster_rcnn": "faster_rcnn_small", "fcos": "fcos_small"}
+DEMO_DATA = {"num_test": 64}  # the synthetic data's options: a held-out test split for autoloss evaluate --demo
 # The tracking demo: 2 workers on 2 cores, MOS a few seconds, a proxy about 20 s.
 DEMO_TRACKING_BUDGET = {"population": 10, "generations": 4, "top_k": 3, "parents": 3, "mos_margin": 0.02}
 # The demo's confirmation: the best candidate, seeds 0 to 4 (4 fresh), 4 proxy runs: two rounds of 2 on 2 cores
@@ -398,7 +399,7 @@ def _detection_problem(args: argparse.Namespace, branch: str, out: Path):
         detector = DEMO_DETECTORS.get(detector, detector)
         data = str(out / "data")
         iters = {k: v if v is not None else DEMO_ITERS[k] for k, v in iters.items()}
-        made = make_synthetic_coco(data)
+        made = make_synthetic_coco(data, **DEMO_DATA)
         if not args.quiet:
             print(f"demo: synthetic COCO dataset in {data} ({made['num_train']} train / "
                   f"{made['num_val']} val images, {len(made['categories'])} categories); detector {detector}")

@@ -11,6 +11,7 @@ Accepted layouts of ``data_dir``::
 
     annotations/instances_train*.json   + train*/ image folder   (e.g. instances_train2017.json, train2017/)
     annotations/instances_val*.json     + val*/   image folder   (optional: see below)
+    annotations/instances_test*.json    + test*/  image folder   (optional: held out, see find_test_split)
 
 which is also the layout :func:`autoloss.detection.synthetic.make_synthetic_coco` writes. When there is
 only a training annotation file, a validation split is carved out of it with a fixed seed and
@@ -283,6 +284,30 @@ def find_coco_splits(data_dir, val_fraction: float = 0.2, seed: int = 0, work_di
     _write_json(carved_val, {**val_part, "info": {**info, "split": "val"}})
     return CocoSplits(str(carved_train), str(carved_val), str(train_img_dir), str(train_img_dir), names,
                       len(train_part["images"]), len(val_part["images"]), ids, carved=True, min_side=smallest)
+
+
+def find_test_split(data_dir, splits: CocoSplits, check_files: bool = True, min_side: int = MIN_SIDE
+                    ) -> tuple[str, str, int]:
+    """The held-out test split of ``data_dir`` (``annotations/instances_test*.json`` and its image folder),
+    checked like the others and against ``splits``' categories: ``(annotation file, image dir, images)``.
+    No search stage reads it; ``autoloss evaluate --split test`` scores on it."""
+    root = Path(data_dir)
+    test_ann = _find_annotation(root / "annotations", "test")
+    if test_ann is None:
+        raise UserError(f"{root}: no test split (looked for {root / 'annotations'}/instances_test*.json); "
+                        f"score on the validation split instead (--split val)")
+    test = load_coco(test_ann)
+    if not test["images"]:
+        raise UserError(f"{test_ann}: 'images' is empty")
+    img_dir = _find_image_dir(root, "test", test_ann)
+    check_geometry(test, test_ann, min_side)
+    if check_files:
+        check_image_files(test, test_ann, img_dir)
+    names, ids = _category_names(test)
+    if names != list(splits.categories) or (splits.category_ids is not None and ids != list(splits.category_ids)):
+        raise UserError(f"{test_ann}: categories differ from those of the training split; the test split needs "
+                        f"the same category ids and names")
+    return str(test_ann), str(img_dir), len(test["images"])
 
 
 def carve_split(data: dict, val_fraction: float, seed: int):

@@ -24,9 +24,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from autoloss.detection.coco import CocoSplits
+from autoloss.detection.coco import CocoSplits, find_test_split
 from autoloss.engine import evidence
-from autoloss.detection.task import finish_run_config, output_to, require_mmdetection, scores, train_and_test
+from autoloss.detection.task import (finish_run_config, output_to, require_mmdetection, scores, start_backbone_from,
+                                     starting_backbone, train_and_test)
 from autoloss.engine.executors import Job
 from autoloss.errors import UserError
 from autoloss.files import write_atomic
@@ -64,12 +65,19 @@ class Comparison:
     batch_size: int | None
     seeds: tuple
     variants: tuple = field(default_factory=tuple)
+    split: str = "val"  # what val_ann / val_img_dir hold: the validation split, or the held-out "test" split
+    backbone_checkpoint: str | None = None  # every variant's backbone starts from it (None: the config's start)
+    backbone_prefix: str | None = None
 
     @classmethod
     def prepare(cls, detector: str, data_dir, out_dir, loss_cls: str | None = None, loss_reg: str | None = None,
                 seeds: int = 3, iters: int | None = None, batch_size: int | None = None,
-                name: str = "searched", space_cls: str | None = None, space_reg: str = "reg") -> "Comparison":
-        """Check the inputs (one clear :class:`UserError` for each problem) and list the variants."""
+                name: str = "searched", space_cls: str | None = None, space_reg: str = "reg",
+                split: str = "val", backbone_checkpoint=None, pretrain=None, progress=None) -> "Comparison":
+        """Check the inputs (one clear :class:`UserError` for each problem) and list the variants.
+        ``split="test"`` scores on the data's held-out test split (:func:`~autoloss.detection.coco.find_test_split`)
+        instead of the validation split the search ranked candidates on. The backbone starts as a search's
+        does: from ``backbone_checkpoint``, or pretrained (``pretrain``), or as the config says."""
         require_mmdetection("loss evaluations")
         from autoloss.detection.mmdet.detectors import TWO_STAGE, open_detector  # heavy: mmengine, mmdet
 
@@ -79,10 +87,16 @@ class Comparison:
             raise UserError(f"--seeds must be at least 1, got {seeds}")
         if iters is not None and iters < 1:
             raise UserError(f"--iters must be a positive integer, got {iters}")
+        if split not in ("val", "test"):
+            raise UserError(f"--split must be val or test, got {split!r}")
         out = Path(out_dir)
         target = open_detector(detector, data_dir, out)
         detector, path, splits, cfg, kind, sigmoid = (target.detector, target.path, target.splits, target.cfg,
                                                       target.kind, target.sigmoid)
+        scored_ann, scored_img_dir = splits.val_ann, splits.val_img_dir
+        if split == "test":
+            scored_ann, scored_img_dir, _ = find_test_split(data_dir, splits)
+        checkpoint, prefix, _ = starting_backbone(cfg, splits, out, backbone_checkpoint, pretrain, progress)
         if iters is None:
             if cfg.get("train_cfg", {}).get("type") != "IterBasedTrainLoop":
                 raise UserError(f"{path.name}: pass --iters (the config's schedule is not iteration-based)")
@@ -113,9 +127,9 @@ class Comparison:
         variants.append(Variant(**searched))
         if len({v.name for v in variants}) != len(variants):
             raise UserError(f"--name {name!r} is the name of a baseline; choose another")
-        return cls(detector, kind, splits.train_ann, splits.val_ann, splits.train_img_dir, splits.val_img_dir,
+        return cls(detector, kind, splits.train_ann, scored_ann, splits.train_img_dir, scored_img_dir,
                    tuple(splits.categories), str(out.resolve()), int(iters), batch_size,
-                   tuple(range(int(seeds))), tuple(variants))
+                   tuple(range(int(seeds))), tuple(variants), split, checkpoint, prefix)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -145,6 +159,7 @@ class Comparison:
                                    iou_aware_heads=variant.iou_aware)
         if self.kind == TWO_STAGE and not variant.decoded_boxes:
             searched_head(cfg).reg_decoded_bbox = False
+        start_backbone_from(cfg, self.backbone_checkpoint, self.backbone_prefix)
         return finish_run_config(cfg, self.iters, seed, f"evaluate-s{seed}")
 
     def train(self, name: str, seed: int) -> dict:
@@ -168,7 +183,7 @@ class Comparison:
         settings = out / "comparison.json"
         if not settings.exists():
             write_atomic(settings, json.dumps(self.to_dict(), indent=2) + "\n")
-        elif json.loads(settings.read_text()) != json.loads(json.dumps(self.to_dict())):
+        elif {"split": "val", "backbone_checkpoint": None, "backbone_prefix": None} | json.loads(settings.read_text()) != json.loads(json.dumps(self.to_dict())):
             raise UserError(f"{out} holds another comparison (other losses, detector, data, schedule or "
                             f"seeds): choose another --out, or delete {settings.name} and runs.jsonl")
         return out
@@ -284,7 +299,8 @@ def write_markdown(comparison: Comparison, runs: dict, path: Path) -> str:
     failed = [r for r in runs.values() if r.get("status") != "ok"]
     lines = [f"# Loss comparison on {Path(comparison.detector).name}", "",
              f"{len(comparison.seeds)} seed(s), {comparison.iters} training iterations each; train "
-             f"{comparison.train_ann}, scored on {comparison.val_ann} (COCO bbox AP, %).", "",
+             f"{comparison.train_ann}, scored on the {'held-out test' if comparison.split == 'test' else 'validation'} "
+             f"split {comparison.val_ann} (COCO bbox AP, %).", "",
              comparison.table(runs), "", "Losses:", *comparison.describe()]
     if failed:
         lines += ["", "Failed runs:", *[f"- {r['variant']} seed {r['seed']}: {r.get('error', r['status'])}"

@@ -9,6 +9,10 @@ textures) and writes::
     out_dir/annotations/instances_val.json
     out_dir/autoloss_synthetic.json          (manifest: the parameters, written last)
 
+and with ``num_test`` a held-out ``out_dir/test/`` + ``annotations/instances_test.json`` that a search
+never reads (``autoloss evaluate --split test`` scores on it). ``distractors`` adds unannotated shapes
+of the kinds that are not categories (clutter: hard negatives), ``sizes`` sets the objects' side range.
+
 Boxes are COCO ``[x, y, w, h]`` in pixels, tight around the drawn pixels of each shape (computed
 from the shape's own mask; shapes in one image do not overlap, so no box is occluded). The same
 parameters give byte-identical annotation files and identical pixel data. If ``out_dir`` already
@@ -42,16 +46,22 @@ def make_synthetic_coco(
     categories=("square", "circle", "triangle", "cross"),
     max_objects: int = 4,
     seed: int = 0,
+    num_test: int = 0,
+    distractors: int = 0,
+    sizes: tuple[int, int] = (MIN_SIZE, MAX_SIZE),
 ) -> dict:
     """Write the dataset (or find it already written) and return a summary.
 
     ``categories`` are shape names from :data:`SHAPES`; category ids are 1..len(categories) in the
     given order. Every image holds 1..``max_objects`` objects; the first objects of the first
     training images cycle through all categories, so every category appears in train whenever
-    ``num_train * max_objects >= len(categories)``.
+    ``num_train * max_objects >= len(categories)``. Every image also holds 0..``distractors``
+    unannotated shapes of the :data:`SHAPES` that are not categories. The test split is drawn after
+    train and val, so adding one leaves those two unchanged; so do the defaults of the three options.
 
     Returns ``{"out_dir", "train_ann", "val_ann", "train_img_dir", "val_img_dir", "categories",
-    "num_train", "num_val", "num_train_annotations", "num_val_annotations", "regenerated"}``.
+    "num_train", "num_val", "num_test", "num_train_annotations", "num_val_annotations", "regenerated"}``
+    (and ``"test_ann", "test_img_dir"`` with a test split).
     """
     categories = tuple(str(c) for c in categories)
     unknown = [c for c in categories if c not in SHAPES]
@@ -59,10 +69,16 @@ def make_synthetic_coco(
         raise ValueError(f"unknown shape categories {unknown}; choose from {list(SHAPES)}")
     if not categories or len(set(categories)) != len(categories):
         raise ValueError("categories must be a non-empty sequence of distinct shape names")
-    if num_train < 1 or num_val < 0 or max_objects < 1:
-        raise ValueError("need num_train >= 1, num_val >= 0 and max_objects >= 1")
-    if image_size < 2 * MAX_SIZE:
-        raise ValueError(f"image_size must be at least {2 * MAX_SIZE}")
+    if num_train < 1 or num_val < 0 or num_test < 0 or max_objects < 1 or distractors < 0:
+        raise ValueError("need num_train >= 1, num_val >= 0, num_test >= 0, max_objects >= 1 and distractors >= 0")
+    sizes = (int(sizes[0]), int(sizes[1]))
+    if not 4 <= sizes[0] <= sizes[1]:
+        raise ValueError(f"sizes must be (smallest, largest) with 4 <= smallest <= largest, got {sizes}")
+    if image_size < 2 * sizes[1]:
+        raise ValueError(f"image_size must be at least {2 * sizes[1]} (twice the largest object)")
+    clutter = tuple(shape for shape in SHAPES if shape not in categories)
+    if distractors and not clutter:
+        raise ValueError("distractors are the shapes that are not categories, and every shape is a category")
 
     out = Path(out_dir)
     params = {
@@ -75,17 +91,23 @@ def make_synthetic_coco(
         "max_objects": int(max_objects),
         "seed": int(seed),
     }
+    # only what differs from the defaults, so the manifests of datasets written before these options match
+    params.update({key: value for key, value in (("num_test", int(num_test)), ("distractors", int(distractors)),
+                                                 ("sizes", list(sizes))) if value not in (0, [MIN_SIZE, MAX_SIZE])})
+    splits = (("train", num_train), ("val", num_val)) + ((("test", num_test),) if num_test else ())
     paths = {
         "train_ann": out / "annotations" / "instances_train.json",
         "val_ann": out / "annotations" / "instances_val.json",
         "train_img_dir": out / "train",
         "val_img_dir": out / "val",
     }
+    if num_test:
+        paths.update(test_ann=out / "annotations" / "instances_test.json", test_img_dir=out / "test")
     manifest_path = out / MANIFEST
     check_folder(out)
-    if _already_there(manifest_path, params, paths):
+    if _already_there(manifest_path, params, paths, splits):
         counts = {}
-        for split in ("train", "val"):
+        for split, _ in splits:
             with open(paths[f"{split}_ann"]) as f:
                 counts[split] = len(json.load(f)["annotations"])
         return _summary(out, paths, params, counts, regenerated=False)
@@ -97,7 +119,7 @@ def make_synthetic_coco(
     cats = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(categories)]
     counts = {}
     forced = list(range(len(categories)))  # category indices still to place in train
-    for split, n in (("train", num_train), ("val", num_val)):
+    for split, n in splits:
         img_dir = paths[f"{split}_img_dir"]
         img_dir.mkdir(parents=True, exist_ok=True)
         for stale in img_dir.glob("*.png"):
@@ -109,7 +131,8 @@ def make_synthetic_coco(
             must = []
             if split == "train":
                 must, forced = forced[:max_objects], forced[max_objects:]
-            pixels, objects = _draw_image(rng, image_size, len(categories), categories, max_objects, must)
+            pixels, objects = _draw_image(rng, image_size, categories, max_objects, must, sizes,
+                                          clutter, distractors)
             Image.fromarray(pixels).save(img_dir / file_name, format="PNG", optimize=False)
             images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
             for cat_index, (x, y, w, h), area in objects:
@@ -140,17 +163,15 @@ def check_folder(out_dir) -> bool:
     return generated_folder(out_dir, MANIFEST, "autoloss.detection.synthetic", "the synthetic COCO dataset")
 
 
-def _already_there(manifest_path: Path, params: dict, paths: dict) -> bool:
+def _already_there(manifest_path: Path, params: dict, paths: dict, splits) -> bool:
     try:
         with open(manifest_path) as f:
             if json.load(f) != params:
                 return False
     except (OSError, ValueError):
         return False
-    if not (paths["train_ann"].is_file() and paths["val_ann"].is_file()):
-        return False
-    for split, n in (("train", params["num_train"]), ("val", params["num_val"])):
-        if len(list(paths[f"{split}_img_dir"].glob("*.png"))) != n:
+    for split, n in splits:
+        if not paths[f"{split}_ann"].is_file() or len(list(paths[f"{split}_img_dir"].glob("*.png"))) != n:
             return False
     return True
 
@@ -162,6 +183,7 @@ def _summary(out: Path, paths: dict, params: dict, counts: dict, regenerated: bo
         "categories": list(params["categories"]),
         "num_train": params["num_train"],
         "num_val": params["num_val"],
+        "num_test": params.get("num_test", 0),
         "num_train_annotations": counts["train"],
         "num_val_annotations": counts["val"],
         "regenerated": regenerated,
@@ -232,15 +254,19 @@ def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(mask) > 127
 
 
-def _draw_image(rng, image_size, num_cats, categories, max_objects, must):
+def _draw_image(rng, image_size, categories, max_objects, must, sizes, clutter, distractors):
+    """One image: its pixels and ``[(category index, box, area)]``; distractor shapes (``clutter``)
+    are drawn after the objects and not annotated."""
     img = _background(rng, image_size)
     n = max(int(rng.integers(1, max_objects + 1)), len(must))
-    wanted = list(must) + [int(rng.integers(num_cats)) for _ in range(n - len(must))]
+    wanted = list(must) + [int(rng.integers(len(categories))) for _ in range(n - len(must))]
+    if distractors:
+        wanted += [-1 - int(rng.integers(len(clutter))) for _ in range(int(rng.integers(0, distractors + 1)))]
     placed = []  # (x0, y0, x1, y1) cells, kept apart by a 2-pixel margin
     objects = []
     for cat_index in wanted:
         for _attempt in range(50):
-            size = int(rng.integers(MIN_SIZE, MAX_SIZE + 1))
+            size = int(rng.integers(sizes[0], sizes[1] + 1))
             x0 = int(rng.integers(0, image_size - size + 1))
             y0 = int(rng.integers(0, image_size - size + 1))
             cell = (x0, y0, x0 + size, y0 + size)
@@ -252,10 +278,12 @@ def _draw_image(rng, image_size, num_cats, categories, max_objects, must):
                 raise RuntimeError("could not place a required object; use a larger image_size")
             continue
         placed.append(cell)
-        mask = _shape_mask(categories[cat_index], size, rng)
+        mask = _shape_mask(categories[cat_index] if cat_index >= 0 else clutter[-1 - cat_index], size, rng)
         colour = _contrasting_colour(rng, img[y0:y0 + size, x0:x0 + size])
         region = img[y0:y0 + size, x0:x0 + size]
         region[mask] = colour
+        if cat_index < 0:
+            continue  # a distractor: drawn, not annotated
         ys, xs = np.nonzero(mask)
         bx, by = x0 + int(xs.min()), y0 + int(ys.min())
         bw, bh = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1

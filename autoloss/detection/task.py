@@ -122,11 +122,7 @@ class DetectionTask:
         cls_loss, reg_loss = self.losses(expression)
         cfg = load_detector_config(self.detector, splits, work_dir, max_iters=iters, batch_size=self.batch_size,
                                    cls_loss=cls_loss, reg_loss=reg_loss, iou_aware_heads=self.branch == "cls")
-        if self.backbone_checkpoint:
-            init = dict(type="Pretrained", checkpoint=str(self.backbone_checkpoint))
-            if self.backbone_prefix:
-                init["prefix"] = self.backbone_prefix
-            cfg.model.backbone.init_cfg = init
+        start_backbone_from(cfg, self.backbone_checkpoint, self.backbone_prefix)
         if stage == "mos":  # D_verify is tiny: never ask for more images per batch than it has
             cfg.train_dataloader.batch_size = min(cfg.train_dataloader.batch_size, len(self.categories))
         return finish_run_config(cfg, iters, seed, f"{stage}-{_short_hash(expression)}-s{seed}")
@@ -159,6 +155,15 @@ class DetectionTask:
 
     def _train_and_test(self, expression: str, stage: str, seed: int, work_dir: Path) -> tuple[dict, float]:
         return train_and_test(self.config(expression, stage, seed, work_dir))
+
+
+def start_backbone_from(cfg, checkpoint: str | None, prefix: str | None = None) -> None:
+    """Point ``cfg``'s backbone at ``checkpoint`` (nothing when None: the config's own start)."""
+    if checkpoint:
+        init = dict(type="Pretrained", checkpoint=str(checkpoint))
+        if prefix:
+            init["prefix"] = prefix
+        cfg.model.backbone.init_cfg = init
 
 
 def finish_run_config(cfg, iters: int, seed: int, name: str):
@@ -361,7 +366,7 @@ def prepare_task(detector: str, branch: str, data_dir, run_dir, space: str | Non
     batch = int(batch_size or cfg.train_dataloader.batch_size)
     if proxy_iters is None:
         proxy_iters = max(2, math.ceil(splits.num_train / batch))  # one epoch, as in the paper
-    checkpoint, prefix, backbone = _backbone(cfg, splits, run_dir, backbone_checkpoint, pretrain, progress)
+    checkpoint, prefix, backbone = starting_backbone(cfg, splits, run_dir, backbone_checkpoint, pretrain, progress)
     task = DetectionTask(detector, branch, str(space), splits.train_ann, splits.val_ann, splits.train_img_dir,
                          splits.val_img_dir, str(verify_ann.resolve()), tuple(splits.categories),
                          str((run_dir / "work").resolve()), proxy_iters=int(proxy_iters),
@@ -387,8 +392,10 @@ def prepare_task(detector: str, branch: str, data_dir, run_dir, space: str | Non
     return task, summary
 
 
-def _backbone(cfg, splits, run_dir: Path, checkpoint, pretrain, progress) -> tuple[str | None, str | None, str]:
-    """``(checkpoint path, key prefix, words for people)`` of the backbone's starting weights."""
+def starting_backbone(cfg, splits, run_dir: Path, checkpoint, pretrain, progress=None
+                      ) -> tuple[str | None, str | None, str]:
+    """``(checkpoint path, key prefix, words for people)`` of the backbone's starting weights: a user's
+    ``checkpoint`` (checked to fit), the one ``pretrain`` trains (cached in ``run_dir``), or the config's."""
     from autoloss.detection.pretrain import checkpoint_prefix, pretrained_backbone
 
     backbone = cfg.model.get("backbone") or {}
