@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmark_report import write_section  # noqa: E402
 
+from autoloss.detection.presets import PRESETS  # noqa: E402
+
 HEADS = {
     "softmax": {"detector": "faster_rcnn_small", "space": "cls_softmax", "losses": (
         ("CE", "CE"), ("CEI", "CEI"), ("CSE-Autoloss-A_cls", "CSE-Autoloss-A_cls"),
@@ -57,9 +59,9 @@ HEADS = {
 }
 DEMO = {"proxy_iters": 200, "mos_iters": 30}
 TINY = {"proxy_iters": 2, "mos_iters": 2}
-# the synthetic data (autoloss.detection.synthetic): the demo's, and a harder one where the loss on negatives
-# matters more (unannotated distractor shapes, smaller and more objects) with a larger validation split
-DATA = {"demo": {}, "clutter": {"num_train": 256, "num_val": 64, "max_objects": 8, "distractors": 4, "sizes": (8, 32)}}
+# the synthetic data: the demo's, and a harder one where the loss on negatives matters more (unannotated distractor
+# shapes, smaller and more objects) with a larger validation split (autoloss.detection.synthetic.PRESETS)
+DATA = {"demo": {}, "clutter": dict(PRESETS["clutter"])}
 
 
 # ------------------------------------------------------------------------------------------ the panel

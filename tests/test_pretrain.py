@@ -152,3 +152,17 @@ def test_the_options_are_one_clean_error_where_they_do_not_apply(tmp_path):
     found = run_cli("search", "--detector", "faster_rcnn", "--demo", "--backbone-checkpoint",
                     tmp_path / "missing.pth", "--out", tmp_path / "c")
     assert_clean_error(found, "--backbone-checkpoint", "no such file")
+
+
+def test_the_demo_pretrains_unless_told_otherwise_or_given_weights():
+    from autoloss.cli import build_parser
+    from autoloss.commands.search import pretrains
+
+    parse = build_parser().parse_args
+    assert pretrains(parse(["search", "--detector", "fcos", "--demo"]))
+    assert not pretrains(parse(["search", "--detector", "fcos", "--demo", "--no-pretrain-backbone"]))
+    assert not pretrains(parse(["search", "--detector", "fcos", "--demo", "--backbone-checkpoint", "r18.pth"]))
+    assert not pretrains(parse(["search", "--detector", "fcos", "--data", "coco"]))
+    assert pretrains(parse(["search", "--detector", "fcos", "--data", "coco", "--pretrain-backbone"]))
+    assert pretrains(parse(["evaluate", "--detector", "fcos", "--demo", "--loss-cls", "FLI"]))
+    assert not pretrains(parse(["evaluate", "--detector", "fcos", "--data", "coco", "--loss-cls", "FLI"]))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from autoloss.commands import tracker
 from autoloss.commands.options import bounded_int, finite_positive
-from autoloss.commands.search import DEMO_DATA, DEMO_DETECTORS, DEMO_ITERS
+from autoloss.commands.search import DEMO_DATA, DEMO_DETECTORS, DEMO_ITERS, pretrains
 from autoloss.engine.executors import make_executor
 from autoloss.errors import UserError
 from autoloss.files import writable_dir
@@ -47,9 +47,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
                           help="--tracker: how many of the run's best cells (default: 1)")
     evaluate.add_argument("--backbone-checkpoint", metavar="FILE",
                           help="ResNet weights the backbone starts from, as for search (--tracker dimp_r50: required)")
-    evaluate.add_argument("--pretrain-backbone", action="store_true",
+    evaluate.add_argument("--pretrain-backbone", action=argparse.BooleanOptionalAction,
                           help="--detector: start the backbone from a ResNet pretrained on the training split's "
-                               "objects, as search --pretrain-backbone (cached in OUT)")
+                               "objects, as search --pretrain-backbone (cached in OUT; default: on for --demo "
+                               "without --backbone-checkpoint, as the demo search)")
     evaluate.add_argument("--tracker-option", action="append", metavar="KEY=VALUE",
                           help="--tracker: override a tracking setting, as for search")
     evaluate.add_argument("--seed", type=bounded_int("--seed", 0, 2**32 - 1), default=0,
@@ -78,7 +79,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.tracker:
         if args.split:
             raise UserError("--split applies to --detector (a tracker is always scored on its test split)")
-        if args.pretrain_backbone:
+        if args.pretrain_backbone is not None:
             raise UserError("--pretrain-backbone applies to --detector, not to --tracker")
         return tracker.run_evaluate(args)
     if not args.detector:
@@ -114,7 +115,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                     name=args.name, space_cls=args.space_cls,
                                     split=args.split or ("test" if args.demo else "val"),
                                     backbone_checkpoint=args.backbone_checkpoint,
-                                    pretrain=PretrainSettings() if args.pretrain_backbone else None,
+                                    pretrain=PretrainSettings() if pretrains(args) else None,
                                     progress=None if args.quiet else print)
     comparison.claim_out_dir()
     total = len(comparison.variants) * len(comparison.seeds)

@@ -17,6 +17,7 @@ from pathlib import Path
 from autoloss.commands import tracker as tracking
 from autoloss.commands.options import bounded_int, finite_float, finite_positive
 from autoloss.differentiable.strategies import CLI_OPTIONS, DEMO_BUDGET as DEMO_DIFFERENTIABLE, is_differentiable
+from autoloss.detection.presets import PRESETS
 from autoloss.engine import registry
 from autoloss.engine.confirmation import ConfirmSettings, outcome_lines
 from autoloss.engine.evidence import method_text
@@ -33,7 +34,9 @@ from autoloss.strategies.cse import CseOptions
 DEMO_BUDGET = {"population": 24, "generations": 2, "top_k": 2, "parents": 2, "max_mos": 4}
 DEMO_ITERS = {"proxy_iters": 200, "mos_iters": 30}
 DEMO_DETECTORS = {"faster_rcnn": "faster_rcnn_small", "fcos": "fcos_small"}
-DEMO_DATA = {"num_test": 64}  # the synthetic data's options: a held-out test split for autoloss evaluate --demo
+# the demo's synthetic data: the "clutter" preset (where the loss matters: docs/benchmarks.md, proxy reliability)
+# and a held-out test split for autoloss evaluate --demo
+DEMO_DATA = {**PRESETS["clutter"], "num_test": 64}
 # The tracking demo: 2 workers on 2 cores, MOS a few seconds, a proxy about 20 s.
 DEMO_TRACKING_BUDGET = {"population": 10, "generations": 4, "top_k": 3, "parents": 3, "mos_margin": 0.02}
 # The demo's confirmation: the best candidate, seeds 0 to 4 (4 fresh), 4 proxy runs: two rounds of 2 on 2 cores
@@ -94,10 +97,11 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="model optimisation simulation iterations on D_verify (default: 30)")
     target.add_argument("--batch-size", type=bounded_int("--batch-size", 1, 65536),
                         help="training images per iteration (default: the config's)")
-    target.add_argument("--pretrain-backbone", action="store_true",
+    target.add_argument("--pretrain-backbone", action=argparse.BooleanOptionalAction,
                         help="start the backbone from a ResNet pretrained on the training split's objects "
-                             "(a few minutes on a CPU, once: cached in the run directory, retrained only when "
-                             "the data changes); the paper starts from ImageNet weights")
+                             "(a minute or two on a CPU, once: cached in the run directory, retrained only when "
+                             "the data changes); the paper starts from ImageNet weights (default: on for --demo "
+                             "without --backbone-checkpoint, off otherwise)")
     target.add_argument("--steps", type=bounded_int("--steps", 1, 10**7),
                         help="--task only: proxy training steps (task default if omitted)")
     target.add_argument("--iou", choices=["one", "confidence"],
@@ -366,7 +370,7 @@ def _task_problem(args: argparse.Namespace, branch: str):
     for option in ("data", "proxy_iters", "mos_iters", "batch_size"):
         if getattr(args, option) is not None:
             raise UserError(f"--{option.replace('_', '-')} applies to detector searches, not to --task")
-    if args.pretrain_backbone:
+    if args.pretrain_backbone is not None:
         raise UserError("--pretrain-backbone applies to detector searches, not to --task")
     space = load_space(args.space or {"cls": "cls_softmax", "reg": "reg"}[branch])
     if space.branch != branch:
@@ -374,6 +378,14 @@ def _task_problem(args: argparse.Namespace, branch: str):
     params = {key: value for key, value in (("steps", args.steps), ("iou", args.iou)) if value is not None}
     problem = task_problem(args.task, space, params or None)
     return problem, {"task_name": args.task, "space": space.name}
+
+
+def pretrains(args: argparse.Namespace) -> bool:
+    """Whether a detector's backbone is pretrained on the data's objects: as asked, else for the demo (its proxy
+    from scratch ranks seed noise: docs/benchmarks.md, proxy reliability) unless a checkpoint is given."""
+    if args.pretrain_backbone is not None:
+        return bool(args.pretrain_backbone)
+    return bool(args.demo) and not args.backbone_checkpoint
 
 
 def _detection_problem(args: argparse.Namespace, branch: str, out: Path):
@@ -401,15 +413,16 @@ def _detection_problem(args: argparse.Namespace, branch: str, out: Path):
         iters = {k: v if v is not None else DEMO_ITERS[k] for k, v in iters.items()}
         made = make_synthetic_coco(data, **DEMO_DATA)
         if not args.quiet:
-            print(f"demo: synthetic COCO dataset in {data} ({made['num_train']} train / "
-                  f"{made['num_val']} val images, {len(made['categories'])} categories); detector {detector}")
+            print(f"demo: synthetic COCO dataset in {data} ({made['num_train']} train / {made['num_val']} val / "
+                  f"{made['num_test']} held-out test images, {len(made['categories'])} categories, unannotated "
+                  f"distractor shapes); detector {detector}")
     elif not data:
         raise UserError("a detector search needs --data DIR (a COCO-format dataset), or --demo")
     task, summary = prepare_task(detector, branch, data, out, space=args.space,
                                  proxy_iters=iters["proxy_iters"], mos_iters=iters["mos_iters"] or 30,
                                  batch_size=args.batch_size, seed=args.seed,
                                  backbone_checkpoint=args.backbone_checkpoint,
-                                 pretrain=PretrainSettings() if args.pretrain_backbone else None,
+                                 pretrain=PretrainSettings() if pretrains(args) else None,
                                  progress=None if args.quiet else print)
     if not args.quiet:
         print(f"detector {Path(summary['config']).name} ({summary['kind']}), branch {branch}, "

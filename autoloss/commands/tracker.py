@@ -62,7 +62,7 @@ def check_search_args(args) -> None:
     for option in LOSS_OPTIONS:
         if getattr(args, option, None) is not None:
             raise UserError(f"--{option.replace('_', '-')} applies to loss searches, not to --tracker")
-    if getattr(args, "pretrain_backbone", False):
+    if getattr(args, "pretrain_backbone", None) is not None:
         raise UserError("--pretrain-backbone applies to detector searches, not to --tracker")
     _check_common(args, "search")
 
