@@ -27,17 +27,30 @@ def test_the_space_starts_from_bce_and_keeps_the_bundled_losses(tmp_path):
     assert space.operators == load_space("cls_sigmoid").operators
 
 
-def test_focal_likeness_reads_the_loss_on_easy_and_hard_negatives(tmp_path):
+def test_focal_likeness_reads_the_gradient_on_easy_and_hard_negatives(tmp_path):
+    import math
+
     space = benchmark_rediscovery.write_space(tmp_path / "space.yaml")
+
+    def focal(s: float, gamma: int) -> float:  # d/dx of -s^gamma log(1 - s) over BCE's s
+        return (-gamma * s ** (gamma - 1) * (1 - s) * math.log(1 - s) + s ** gamma)
+
     fl = benchmark_rediscovery.negative_ratio(benchmark_rediscovery._fl(space), space)
-    assert fl["easy"] == pytest.approx(0.05 ** 2) and fl["hard"] == pytest.approx(0.25)
-    assert fl["quotient"] == pytest.approx(0.01) and fl["focal_like"]
+    assert fl["easy"] == pytest.approx(focal(0.05, 2)) and fl["hard"] == pytest.approx(focal(0.5, 2))
+    assert fl["quotient"] == pytest.approx(focal(0.05, 2) / focal(0.5, 2)) and fl["focal_like"]
+    assert fl["quotient"] < 0.02
     bce = benchmark_rediscovery.negative_ratio(benchmark_rediscovery.BCE, space)
     assert bce["quotient"] == pytest.approx(1.0) and not bce["focal_like"]
     doubled = "Mul(2," + benchmark_rediscovery.BCE + ")"  # a scale is not a modulating factor
+    assert benchmark_rediscovery.negative_ratio(doubled, space)["easy"] == pytest.approx(2.0)
     assert not benchmark_rediscovery.negative_ratio(doubled, space)["focal_like"]
+    shifted = "Add(3," + benchmark_rediscovery.BCE + ")"  # nor is a constant
+    assert benchmark_rediscovery.negative_ratio(shifted, space)["quotient"] == pytest.approx(1.0)
     linear = "Neg(Add(Mul(Y,Log(Sig(X))),Mul(Sub(1,Y),Mul(Sig(X),Log(Sub(1,Sig(X)))))))"  # gamma = 1
-    assert benchmark_rediscovery.negative_ratio(linear, space)["quotient"] == pytest.approx(0.1)
+    assert benchmark_rediscovery.negative_ratio(linear, space)["quotient"] == pytest.approx(
+        focal(0.05, 1) / focal(0.5, 1))
+    softened = "Neg(Add(Mul(Y,Log(Sig(X))),Mul(Sub(1,Y),Log(Sub(3,Sig(X))))))"  # -log(3 - s): hard ones count less
+    assert not benchmark_rediscovery.negative_ratio(softened, space)["focal_like"]
 
 
 def test_the_summary_states_the_targets_from_the_test_split():
