@@ -75,7 +75,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                                        "GOT-10k download (train/ as weights, val/ for the rest)")
     target.add_argument("--demo", action="store_true",
                         help="generate a synthetic dataset and run a small search on the CPU variant of "
-                             "--detector (about 10 minutes on 2 cores), or of --tracker dimp_small (synthetic "
+                             "--detector (about 12 minutes on 2 cores), or of --tracker dimp_small (synthetic "
                              "GOT-10k-layout sequences, the baseline tracker trained first; under 15 minutes)")
     target.add_argument("--task", choices=["noisy-digits"], help="a cheap built-in proxy task instead of a detector")
     target.add_argument("--tracker", choices=["dimp_small", "dimp_r50"],
