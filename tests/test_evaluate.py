@@ -163,3 +163,28 @@ def test_split_errors(synthetic_coco, tmp_path):
     assert_clean_error(run_cli("evaluate", "--detector", "fcos_small", "--data", synthetic_coco, "--loss-cls", "FLI",
                                "--backbone-checkpoint", tmp_path / "missing.pth", "--out", tmp_path / "d"),
                        "missing.pth")
+
+
+def test_evaluate_demo_scores_on_the_held_out_test_split_with_the_pretrained_backbone(tmp_path, monkeypatch):
+    """The demo's data have a test split and the demo search pretrains: evaluate --demo does both by default."""
+    from autoloss.cli import build_parser
+    from autoloss.commands import evaluate as command
+    from autoloss.detection import synthetic
+    from autoloss.errors import UserError
+
+    seen = {}
+
+    def prepare(cls, detector, data, out, **options):
+        seen.update(options, detector=detector)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(Comparison, "prepare", classmethod(prepare))
+    monkeypatch.setattr(synthetic, "make_synthetic_coco", lambda data, **options: seen.update(data_options=options))
+    for extra, split, pretrained in (([], "test", True), (["--split", "val", "--no-pretrain-backbone"], "val", False)):
+        args = build_parser().parse_args(["evaluate", "--detector", "faster_rcnn", "--demo", "--loss-cls", "CEI",
+                                          "--out", str(tmp_path / split), *extra])
+        with pytest.raises(UserError, match="stop here"):
+            command.run_evaluate(args)
+        assert seen["detector"] == "faster_rcnn_small" and seen["split"] == split
+        assert (seen["pretrain"] is not None) == pretrained
+        assert seen["data_options"]["num_test"] > 0 and seen["data_options"]["distractors"] > 0
