@@ -307,6 +307,8 @@ def figure(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from autoloss.files import write_atomic
+
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
     for ax, result in zip(axes[0], results):
         names = list(result["rows"])
@@ -318,10 +320,8 @@ def figure(results: list[dict], path: Path) -> None:
         ax.set_title(f"{result['head']}: {result['detector']}, {result['iters']['proxy_iters']} iterations")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    write_atomic(path, lambda file: fig.savefig(file, dpi=110, format="png"))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main() -> int:

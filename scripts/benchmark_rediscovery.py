@@ -166,11 +166,12 @@ def fl_on_proxy(task: dict, run_seed: int, seeds: int, out: Path, workers: int) 
 
 def on_test_split(out: Path, data: str, space: str, found: str, setting: dict, checkpoint: str | None,
                   workers: int) -> dict:
-    """BCE, FL and the found loss retrained with fresh seeds, scored on the held-out test split."""
-    from autoloss.detection.compare import Comparison, Variant, train_variant
-    from autoloss.loss.space import load_space
+    """BCE, FL and the found loss retrained with fresh seeds, scored on the held-out test split (an ``autoloss
+    evaluate`` comparison with these three variants: its runs are kept in ``OUT/test/runs.jsonl``)."""
+    from autoloss.detection.compare import Comparison, Variant
+    from autoloss.engine.executors import make_executor
 
-    losses = {"BCE": BCE, "FL": load_space(space).losses["FL"], "found": found}
+    losses = {"BCE": BCE, "FL": _fl(space), "found": found}
     comparison = Comparison.prepare(DETECTOR, data, out / "test", loss_cls=found, seeds=setting["test_seeds"],
                                     iters=setting["proxy_iters"], space_cls=space, split="test",
                                     backbone_checkpoint=checkpoint)
@@ -178,11 +179,13 @@ def on_test_split(out: Path, data: str, space: str, found: str, setting: dict, c
                              iou_aware=True, baseline=name == "BCE") for name, text in losses.items())
     seeds = tuple(range(TEST_SEED_BASE, TEST_SEED_BASE + setting["test_seeds"]))
     comparison = replace(comparison, variants=variants, seeds=seeds)
-    comparison.claim_out_dir()  # another found loss (or setting) in the same OUT is refused, never mixed in
-    jobs = [((name, seed), train_variant, comparison.to_dict(), name, "evaluate", seed)
-            for name in losses for seed in seeds]
-    done = train_runs(jobs, out / "test" / "runs.jsonl", workers)
-    return {name: [done[(name, seed)] for seed in seeds if done.get((name, seed)) is not None] for name in losses}
+    executor = make_executor("local", workers=workers, start_method="spawn")
+    try:  # another found loss (or setting) in the same OUT is refused, never mixed in
+        runs = comparison.run(executor, timeout=3 * 3600.0, on_result=lambda record: print(
+            f"  test {record['variant']} seed {record['seed']}: {record.get('fitness', record['status'])}", flush=True))
+    finally:
+        executor.close()
+    return {name: [float(runs[name, seed]["fitness"]) for seed in seeds if (name, seed) in runs] for name in losses}
 
 
 def negative_ratio(expression: str, space: str) -> dict:
@@ -302,6 +305,8 @@ def figure(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from autoloss.files import write_atomic
+
     search = result["search"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     curve = [100 * v for v in search["curve"]]
@@ -319,10 +324,8 @@ def figure(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    write_atomic(path, lambda file: fig.savefig(file, dpi=110, format="png"))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main() -> int:

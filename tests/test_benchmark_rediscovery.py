@@ -87,5 +87,6 @@ def test_the_rediscovery_runs_end_to_end_on_a_tiny_setting(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     # nothing trained twice: the backbone, the search, FL on the proxy and the test runs are all kept
     assert "pretraining a ResNet" not in again.stdout and "generation 1/1" not in again.stdout
-    assert "['FL'" not in again.stdout and "['found'" not in again.stdout and "['FL'" in first.stdout
+    assert "['FL'" not in again.stdout and "test found seed" not in again.stdout
+    assert "['FL'" in first.stdout and "test found seed 1001" in first.stdout
     assert json.loads((tmp_path / "result.json").read_text())["test"] == result["test"]

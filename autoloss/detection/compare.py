@@ -35,6 +35,8 @@ from autoloss.loss.genotype import LossGenotype
 from autoloss.loss.space import load_space
 
 METRICS = (("fitness", "AP"), ("mAP_50", "AP50"), ("mAP_75", "AP75"))
+# what a comparison.json written before these fields existed meant by their absence
+OPTIONS_BEFORE = {"split": "val", "backbone_checkpoint": None, "backbone_prefix": None}
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ class Comparison:
         settings = out / "comparison.json"
         if not settings.exists():
             write_atomic(settings, json.dumps(self.to_dict(), indent=2) + "\n")
-        elif {"split": "val", "backbone_checkpoint": None, "backbone_prefix": None} | json.loads(settings.read_text()) != json.loads(json.dumps(self.to_dict())):
+        elif OPTIONS_BEFORE | json.loads(settings.read_text()) != json.loads(json.dumps(self.to_dict())):
             raise UserError(f"{out} holds another comparison (other losses, detector, data, schedule or "
                             f"seeds): choose another --out, or delete {settings.name} and runs.jsonl")
         return out
