@@ -46,6 +46,17 @@ def test_ce_proxy_is_deterministic_and_plausible(task, ce_proxy):
     assert ce_proxy["seconds"] > 0
 
 
+def test_behaviour_names_what_the_trained_model_predicts(task, ce_proxy):
+    """Equal for the same training, and for a loss that differs only where the task feeds a constant (W = 1
+    here), which trains the same model; another loss or seed trains another model."""
+    assert ce_proxy["behaviour"] == task.evaluate(CE, "proxy", seed=0)["behaviour"]
+    mos = task.evaluate(CE, "mos", seed=0)
+    assert mos["behaviour"] == task.evaluate("Neg(Dot(Mul(Y,W),Log(Softmax(X))))", "mos", seed=0)["behaviour"]
+    assert mos["behaviour"] != task.evaluate(MAE, "mos", seed=0)["behaviour"]
+    assert mos["behaviour"] != task.evaluate(CE, "mos", seed=1)["behaviour"]
+    assert isinstance(mos["behaviour"], str) and len(mos["behaviour"]) == 16
+
+
 def test_robust_loss_beats_ce_under_label_noise(task, ce_proxy):
     # the headroom the search needs: CE memorises the noisy labels, the MAE-like loss does not
     robust = task.evaluate(MAE, "proxy", seed=0)

@@ -37,6 +37,10 @@ from autoloss.engine.store import (
 from autoloss.timelimit import Outcome
 
 DEFAULT_RETRIES = 2  # transient failures (timeout, crashed worker, out of memory) rerun on resume
+# An evaluation's optional metric: a digest of what the trained model predicts on the scored split.
+# Two candidates with the same behaviour on a stage trained the same model there (e.g. losses that differ
+# only where the task feeds a constant): near-clones whose further evaluations would repeat each other.
+BEHAVIOUR = "behaviour"
 
 
 @dataclass
@@ -196,6 +200,12 @@ class Study:
     def fitness(self, row_id: int, stage: str) -> float | None:
         verdict = self.store.verdict(row_id, stage)
         return finite_fitness(verdict.metrics) if verdict is not None and verdict.status == "ok" else None
+
+    def behaviour(self, row_id: int, stage: str) -> str | None:
+        """The candidate's :data:`BEHAVIOUR` on ``stage`` (None: not evaluated there, or not reported)."""
+        verdict = self.store.verdict(row_id, stage)
+        value = verdict.metrics.get(BEHAVIOUR) if verdict is not None and verdict.status == "ok" else None
+        return value if isinstance(value, str) and value else None
 
     def scores(self, row_id: int) -> dict[str, float | None]:
         return {stage.name: self.fitness(row_id, stage.name) for stage in self.stages}

@@ -8,6 +8,7 @@ loss inputs, the measured defaults and determinism: docs/noisy_digits.md.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -155,7 +156,9 @@ class NoisyDigitsTask:
     def evaluate(self, expression: str, stage: str = "proxy", seed: int = 0) -> dict:
         """Train with the loss ``expression`` and score the model.
 
-        Returns ``{"fitness", "stage", "steps", "final_loss", "seconds"}``; raises :class:`Diverged`
+        Returns ``{"fitness", "stage", "steps", "final_loss", "behaviour", "seconds"}`` (``behaviour``: a
+        digest of the model's predicted classes on the scored split, equal for losses that train the
+        same model (a near-clone); see :data:`autoloss.engine.study.BEHAVIOUR`); raises :class:`Diverged`
         when the loss or a parameter becomes NaN or infinite, ExpressionError for a malformed
         expression, and whatever torch raises for a loss of the wrong shape.
         """
@@ -180,11 +183,11 @@ class NoisyDigitsTask:
         try:
             with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
                 torch.manual_seed(int(seed))  # one start for all: equal functions score equally
-                final_loss, fitness = self._train(space, loss_fn, int(seed), lr, *split)
+                final_loss, fitness, behaviour = self._train(space, loss_fn, int(seed), lr, *split)
         finally:
             torch.set_num_threads(threads)
         return {"fitness": fitness, "stage": stage, "steps": split[-1], "final_loss": final_loss,
-                "seconds": time.perf_counter() - start}
+                "behaviour": behaviour, "seconds": time.perf_counter() - start}
 
     def _iou(self, logits: torch.Tensor, target: torch.Tensor, sigmoid: bool) -> torch.Tensor:
         """W: 1 for every sample, or the model's detached probability of the (noisy) label."""
@@ -195,7 +198,7 @@ class NoisyDigitsTask:
                 return target * torch.sigmoid(logits)
             return (torch.softmax(logits, dim=1) * target).sum(dim=1, keepdim=True)
 
-    def _train(self, space, loss_fn, seed, lr, x, y, x_eval, y_eval, steps) -> tuple[float, float]:
+    def _train(self, space, loss_fn, seed, lr, x, y, x_eval, y_eval, steps) -> tuple[float, float, str]:
         model = torch.nn.Sequential(
             torch.nn.Linear(x.shape[1], self.hidden, dtype=torch.float32), torch.nn.ReLU(),
             torch.nn.Linear(self.hidden, NUM_CLASSES, dtype=torch.float32))
@@ -222,8 +225,10 @@ class NoisyDigitsTask:
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise Diverged(f"parameters became non-finite at step {steps - 1}")
         with torch.no_grad():
-            accuracy = (model(x_eval).argmax(dim=1) == y_eval).float().mean().item()
-        return loss_value, accuracy
+            predicted = model(x_eval).argmax(dim=1)
+        accuracy = (predicted == y_eval).float().mean().item()
+        behaviour = hashlib.sha256(predicted.to(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+        return loss_value, accuracy, behaviour
 
 
 _LATER_DEFAULTS = {"holdout": 0.0, "mos_lr": None, "verify_per_class": VERIFY_PER_CLASS}
