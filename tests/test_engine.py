@@ -219,3 +219,24 @@ def test_ray_executor_runs_a_small_search(tmp_path):
         assert sorted(store.finished_generations()) == [0, 1]
     finally:
         ray.shutdown()
+
+
+def test_a_resume_keeps_the_stored_options_it_is_not_given(tmp_path):
+    """A run stored before a default changed (here K, the MOS threshold rule and ``distinct``) resumes with
+    what it was started with; an option given on the command line still wins, and is then checked."""
+    from autoloss.cli import build_parser
+    from autoloss.commands.search import stored_strategy_options, strategy_options
+    from autoloss.engine.store import RunStore
+
+    db = tmp_path / "run.sqlite"
+    with RunStore(db) as store:  # an older run: no mos_threshold or distinct stored (the paper's rule, off)
+        store.save_config({"strategy": "cse", "options": {"population": 30, "top_k": 7, "mos_margin": 0.0}})
+    args = build_parser().parse_args(["search", "--task", "noisy-digits", "--out", str(tmp_path), "--resume"])
+    options = strategy_options(args, stored_strategy_options(args, db)).options
+    assert (options.population, options.top_k, options.mos_threshold, options.distinct) == (30, 7, "previous-best", False)
+    args = build_parser().parse_args(["search", "--task", "noisy-digits", "--out", str(tmp_path), "--resume",
+                                      "--top-k", "2", "--distinct"])
+    options = strategy_options(args, stored_strategy_options(args, db)).options
+    assert (options.population, options.top_k, options.distinct) == (30, 2, True)
+    fresh = build_parser().parse_args(["search", "--task", "noisy-digits", "--out", str(tmp_path / "new")])
+    assert stored_strategy_options(fresh, tmp_path / "new" / "run.sqlite") is None  # not a resume

@@ -329,7 +329,8 @@ def test_cse_can_compare_the_first_generation_with_the_initial_individual(tmp_pa
     from autoloss.strategies.cse import CseOptions, CseStrategy
 
     problem = replace(toy.problem(), baseline="1" * toy.BITS)  # MOS 1.0; the initial string's is -0.05
-    budget = {"population": 6, "generations": 1, "parents": 2, "top_k": 2}
+    # the paper's threshold rule: in steady state the bar then rises after the first child ranked
+    budget = {"population": 6, "generations": 1, "parents": 2, "top_k": 2, "mos_threshold": "previous-best"}
 
     def first_generation_ranked(store):
         return [v for v in store.verdicts(gate="proxy") if store.candidate(v.candidate_id).generation == 0]
@@ -361,3 +362,80 @@ def test_an_option_added_later_is_stored_only_away_from_what_older_runs_did():
     assert stored_options(CseOptions(mos_reference="initial"))["mos_reference"] == "initial"
     assert stored_options(Darts2Options())["share_gradient"] is True
     assert "share_gradient" not in stored_options(Darts2Options(share_gradient=False))
+
+
+def test_cse_distinct_sends_no_near_clone_and_breeds_from_distinct_behaviours(tmp_path):
+    """With ``distinct``, no two candidates that reached the proxy share a MOS behaviour (the baseline
+    included) and the parents differ in proxy behaviour; without it the search sends near-clones."""
+    from autoloss.engine.study import Study
+    from autoloss.strategies.cse import CseOptions, CseStrategy
+
+    problem = toy.problem(evaluate=toy.onemax_with_behaviour)
+    budget = {"population": 10, "generations": 4, "parents": 3, "top_k": 3, "mos_threshold": "reference"}
+
+    def proxied_behaviours(store):
+        ids = [v.candidate_id for v in store.verdicts(gate="proxy")]
+        return [store.verdict(i, "mos").metrics["behaviour"] for i in ids if store.verdict(i, "mos")]
+
+    _, plain = search(tmp_path / "plain", strategy=CseStrategy(CseOptions(**budget, distinct=False)), problem=problem)
+    behaviours = proxied_behaviours(plain)
+    assert len(behaviours) > len(set(behaviours))  # the test can fail: near-clones do reach the proxy
+
+    strategy = CseStrategy(CseOptions(**budget, distinct=True))
+    _, store = search(tmp_path / "distinct", strategy=strategy, problem=problem)
+    behaviours = proxied_behaviours(store)
+    assert len(behaviours) == len(set(behaviours)) > 3
+    skipped = [v for v in store.verdicts(gate="mos") if "already sent on" in v.reason]
+    assert skipped and all(not v.passed for v in skipped)
+    executor = LocalExecutor(workers=1)
+    try:
+        study = Study(problem, strategy, store, executor, seed=3)
+        parents = strategy.parents(study, None)
+        ones = [p[:toy.USED].count("1") for p in parents]
+        assert len(parents) == 3 and len(set(ones)) == 3  # the best of three distinct behaviours
+        assert ones[0] == max(e.genotype[:toy.USED].count("1") for e in study.hall_of_fame(100))
+    finally:
+        executor.close()
+
+
+def test_cse_reference_threshold_stays_while_the_papers_rule_rises(tmp_path):
+    """``mos_threshold="reference"`` keeps the baseline's MOS as the bar; the paper's rule moves it to the
+    best earlier candidate's MOS score."""
+    from autoloss.strategies.cse import CseOptions, CseStrategy
+
+    budget = {"population": 8, "generations": 3, "parents": 2, "top_k": 2}
+    thresholds = {}
+    for rule in ("previous-best", "reference"):
+        _, store = search(tmp_path / rule, strategy=CseStrategy(CseOptions(**budget, mos_threshold=rule)))
+        thresholds[rule] = [store.generation_summary(g)["mos_threshold"] for g in range(3)]
+    baseline_mos = -0.05  # the all-zero baseline: no ones, and the MOS's penalty for a leading zero
+    assert thresholds["reference"] == [pytest.approx(baseline_mos)] * 3
+    assert thresholds["previous-best"][0] == pytest.approx(baseline_mos)
+    assert thresholds["previous-best"][2] > baseline_mos  # risen to an earlier best's MOS
+
+
+def test_cse_quantile_bar_and_option_checks():
+    from autoloss.strategies.cse import CseOptions, quantile
+
+    assert quantile([0.3, 0.1, 0.5, 0.9, 0.7], 0.5) == 0.5
+    assert quantile([0.3, 0.1, 0.5, 0.9, 0.7], 0.9) == pytest.approx(0.82)  # between 0.7 and 0.9
+    assert quantile([2.0], 0.75) == 2.0
+    for bad, message in (({"mos_threshold": "best"}, "--mos-threshold must be one of previous-best, reference"),
+                         ({"mos_quantile": 1.0}, r"--mos-quantile must be a number in \[0, 1\)"),
+                         ({"mos_quantile": True}, "--mos-quantile"), ({"distinct": "yes"}, "distinct must be")):
+        with pytest.raises(UserError, match=message):
+            CseOptions(**bad).validate()
+
+
+def test_cse_quantile_sends_on_only_the_top_of_each_generation(tmp_path):
+    from autoloss.strategies.cse import CseOptions, CseStrategy, quantile
+
+    strategy = CseStrategy(CseOptions(population=12, generations=3, parents=2, top_k=12, mos_quantile=0.75))
+    _, store = search(tmp_path, strategy=strategy)
+    for generation in range(3):
+        mos = [v for v in store.verdicts(generation, "mos") if v.status == "ok"]
+        bar = quantile([v.metrics["fitness"] for v in mos], 0.75)
+        sent = [v for v in mos if v.passed]
+        assert sent and all(v.metrics["fitness"] >= bar for v in sent)
+        assert all(v.passed for v in mos if v.metrics["fitness"] >= bar and "already" not in v.reason)
+        assert any("0.75-quantile" in v.reason for v in mos if not v.passed) or len(sent) == len(mos)

@@ -124,6 +124,11 @@ def onemax(task: dict, genotype: str, stage: str, seed: int) -> dict:
     return {"fitness": ones if stage == "full" else ones - 0.05 * (genotype[0] == "0")}
 
 
+def onemax_with_behaviour(task: dict, genotype: str, stage: str, seed: int) -> dict:
+    """:func:`onemax` that also reports a behaviour: the number of ones, which many bit strings share."""
+    return {**onemax(task, genotype, stage, seed), "behaviour": f"{genotype[:USED].count('1')} ones"}
+
+
 class Describer:
     problem = None
 

@@ -29,7 +29,8 @@ from autoloss.engine.store import RunStore, StoreError, check_metrics
 from autoloss.engine.study import Study, check_resume, run_config
 from autoloss.errors import UserError
 from autoloss.files import exists, writable_dir
-from autoloss.strategies.cse import CseOptions
+from autoloss.strategies.cse import MOS_THRESHOLDS, CseOptions
+from autoloss.strategies.evolution import EvolutionOptions
 
 DEMO_BUDGET = {"population": 24, "generations": 2, "top_k": 2, "parents": 2, "max_mos": 4}
 DEMO_ITERS = {"proxy_iters": 200, "mos_iters": 30}
@@ -114,7 +115,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     evo.add_argument("--population", type=count, help=f"N, candidates per generation (default: {_D.population})")
     evo.add_argument("--generations", type=count, help=f"E (default: {_D.generations})")
     evo.add_argument("--top-k", type=count, help=f"cse: K, MOS survivors sent to the proxy (default: {_D.top_k})")
-    evo.add_argument("--parents", type=count, help=f"P, parents of the next generation (default: {_D.parents})")
+    evo.add_argument("--parents", type=count,
+                     help=f"P, parents of the next generation (default: {_D.parents} for cse, "
+                          f"{EvolutionOptions().parents} otherwise)")
     evo.add_argument("--crossover", type=finite_float("--crossover", 0, 1), help=f"p1 (default: {_D.crossover})")
     evo.add_argument("--mutation", type=finite_float("--mutation", 0, 1), help=f"p2 (default: {_D.mutation})")
     evo.add_argument("--mos-margin", type=finite_float("--mos-margin", 0),
@@ -123,6 +126,15 @@ def add_parser(commands) -> argparse.ArgumentParser:
                      help="cse: the first generation's MOS threshold is the baseline's score or that of the initial "
                           "individual breeding starts from (default: baseline; initial for --tracker, whose "
                           "baseline is the hand neck)")
+    evo.add_argument("--mos-threshold", choices=list(MOS_THRESHOLDS),
+                     help="cse: later generations' MOS threshold: the previous best loss's MOS score (the paper's rule) "
+                          f"or the first generation's all along (default: {_D.mos_threshold})")
+    evo.add_argument("--mos-quantile", type=finite_float("--mos-quantile", 0, 0.999999),
+                     help="cse: also pass only MOS scores at or above this quantile of the generation's (default: off)")
+    evo.add_argument("--distinct", action=argparse.BooleanOptionalAction, default=None,
+                     help="cse: send no near-clone of a candidate already sent to the proxy (same predictions after "
+                          "the MOS, where the task reports them) and breed from parents of distinct behaviour "
+                          f"(default: {'on' if _D.distinct else 'off'})")
     evo.add_argument("--max-mos", type=count, help="cse: at most this many MOS runs per generation (default: all)")
     evo.add_argument("--max-evaluations", type=count,
                      help="stop once this many proxy evaluations are stored (default: no cap)")
@@ -196,8 +208,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     return search
 
 
-def strategy_options(args: argparse.Namespace):
-    """The strategy with its options from the command line (the --demo budget where not given)."""
+def strategy_options(args: argparse.Namespace, stored: dict | None = None):
+    """The strategy with its options from the command line (the --demo budget where not given). ``stored``:
+    the options of the run being resumed, which those not given keep (an option the run predates: the
+    value it behaved as), so a changed default never stops a resume."""
     cls = registry.strategy(args.strategy)
     names = {f.name for f in fields(cls.Options)}
     cli_names = {f.name for f in fields(CseOptions)} | {"max_evaluations"} | set(CLI_OPTIONS)
@@ -213,9 +227,27 @@ def strategy_options(args: argparse.Namespace):
         given = {**{k: v for k, v in budget.items() if k in names}, **given}
     if "mos_reference" in names and "mos_reference" not in given and getattr(args, "tracker", None):
         given["mos_reference"] = "initial"  # the hand neck is the baseline; breeding starts from a cell
+    if stored is not None:
+        legacy = getattr(cls.Options, "LEGACY", {})
+        given = {**{name: stored.get(name, legacy.get(name)) for name in names
+                    if name in stored or name in legacy}, **given}
     if "top_k" in names and "top_k" not in given and "population" in given:
         given["top_k"] = min(_D.top_k, given["population"])  # the default K, within a small population
     return cls(cls.Options(**given))
+
+
+def stored_strategy_options(args: argparse.Namespace, db: Path) -> dict | None:
+    """The options of the run in ``db`` when it is resumed with the same strategy (None otherwise, or when
+    they cannot be read: the resume checks then say why)."""
+    if not (args.resume and db.is_file()):
+        return None
+    try:
+        with RunStore(db, readonly=True) as store:
+            config = store.load_config() or {}
+    except Exception:  # a broken store is reported by the resume checks, with its reason
+        return None
+    options = config.get("options")
+    return options if config.get("strategy") == args.strategy and isinstance(options, dict) else None
 
 
 def evidence_options(args: argparse.Namespace) -> tuple[int, ConfirmSettings]:
@@ -252,22 +284,23 @@ def run_search(args: argparse.Namespace) -> int:
             raise UserError("--tracker-option applies to --tracker searches")
         if args.backbone_checkpoint and not args.detector:
             raise UserError("--backbone-checkpoint applies to --tracker and --detector searches")
-    strategy = strategy_options(args)
-    baseline_seeds, confirmation = evidence_options(args)
-    own = getattr(strategy, "scheduler", None)  # a differentiable strategy's own scheduler
-    mode = own.name if own else args.mode
     branch = args.branch or "cls"
-    workers = args.workers
     if args.tracker:
-        tracking.check_search_args(args)
         name = args.tracker
         default_out = f"runs/{'demo-' if args.demo else ''}{name}-{args.strategy}-seed{args.seed}"
-        workers = tracking.default_workers(workers)
     else:
         name = Path(args.detector).stem if args.detector else args.task
         default_out = f"runs/{'demo-' if args.demo else ''}{name}-{branch}-{args.strategy}-seed{args.seed}"
     out = Path(args.out or default_out)
     db = out / "run.sqlite"
+    strategy = strategy_options(args, stored_strategy_options(args, db))
+    baseline_seeds, confirmation = evidence_options(args)
+    own = getattr(strategy, "scheduler", None)  # a differentiable strategy's own scheduler
+    mode = own.name if own else args.mode
+    workers = args.workers
+    if args.tracker:
+        tracking.check_search_args(args)
+        workers = tracking.default_workers(workers)
     if exists(out, "run directory") and not out.is_dir():
         raise UserError(f"cannot use {out} as the run directory: it exists and is not a directory")
     if db.exists() and not args.resume:

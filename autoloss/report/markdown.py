@@ -113,7 +113,14 @@ def _what(run: Run, formulas: Describer) -> list[str]:
     if strategy == "cse":
         cap = search.get("max_mos")
         limit = "all survivors" if cap is None else f"at most {cap}"
-        rows.insert(2, ["MOS", f"{mos}; {limit} per generation, margin {search.get('mos_margin', 0.0)}"])
+        rule = search.get("mos_threshold", "previous-best")  # runs stored before the option used the paper's rule
+        threshold = ("the reference's MOS score" if rule == "reference"
+                     else "the previous generation's best loss's MOS score (the paper's rule)")
+        quantile = search.get("mos_quantile")
+        distinct = "near-clones not sent on" if search.get("distinct", False) else "near-clones sent on"
+        rows.insert(2, ["MOS", f"{mos}; {limit} per generation; threshold {threshold}, margin "
+                               f"{search.get('mos_margin', 0.0)}" + (f", at least the generation's {quantile:g}-quantile"
+                                                                     if quantile is not None else "") + f"; {distinct}"])
     rows.append(["seed", str(search.get("seed", "?"))])
     if run.start is not None:
         rows.append(["time span", f"{_when(run.start)} to {_when(run.end)} ({duration(run.end - run.start)})"])
