@@ -2,6 +2,8 @@
 
 import math
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,7 +103,17 @@ def test_evaluations_past_the_cap_count_for_nothing(hand_made):
 
 
 def test_best_curve_is_the_running_best(hand_made):
-    assert best_curve(hand_made) == [(1, 4.0, 0.80), (2, 6.0, 0.80), (3, 10.0, 0.96), (4, 30.0, 0.96)]
+    assert best_curve(hand_made) == [(1, 4.0, 0.80, 1), (2, 6.0, 0.80, 2), (3, 10.0, 0.96, 3), (4, 30.0, 0.96, 4)]
+    compute = [point[3] for point in best_curve(hand_made, mos_cost=0.1)]  # 3 MOS runs before A, D's after B
+    assert compute == pytest.approx([1.3, 2.3, 3.3, 4.4])
+
+
+def test_compute_counts_mos_runs_at_their_cost(hand_made):
+    reach = time_to_quality(hand_made, 0.95, mos_cost=0.08)
+    assert reach.compute == pytest.approx(3 + 3 * 0.08)
+    missed = time_to_quality(hand_made, 0.97, mos_cost=0.5)
+    assert missed.compute == pytest.approx(4 + 4 * 0.5) and missed.reached_text == "not reached"
+    assert time_to_quality(hand_made, 0.95).compute == 3  # no cost given: proxy evaluations alone
 
 
 def test_store_without_searched_candidates(tmp_path):
@@ -135,3 +147,39 @@ def test_spearman_matches_scipy_with_ties():
         expected = stats.spearmanr(x, y).correlation
         got = table5.spearman(x, y)
         assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected, abs=1e-12)
+
+
+def _benchmark_script():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import benchmark_search
+
+    return benchmark_search
+
+
+def _reach(reached, evaluations, seconds=10.0, compute=None):
+    return table5.Reach(reached, evaluations, 0, seconds, 0.9, "L", evaluations if compute is None else compute)
+
+
+def test_a_missed_target_is_said_not_reached_and_gives_no_ratio():
+    script = _benchmark_script()
+    by = {"vanilla": [_reach(True, 120), _reach(True, 60), _reach(True, 140)],
+          "cse": [_reach(True, 10), _reach(False, 30), _reach(True, 30)]}
+    line = script.comparison_line("vanilla", by, "proxy_evaluations", "fewer proxy evaluations", "vanilla_evals")
+    assert "**not reached** in 1 of 3 CSE runs" in line and "x fewer" not in line and "not met" in line
+    by["cse"][1] = _reach(True, 24)
+    line = script.comparison_line("vanilla", by, "proxy_evaluations", "fewer proxy evaluations", "vanilla_evals")
+    assert "**5.0x**" in line and "milestone >= 5x: met" in line and "goal >= 20x: not met" in line
+    by["vanilla"][0] = _reach(False, 262)  # vanilla's own miss counts its whole budget, as a lower bound
+    line = script.comparison_line("vanilla", by, "proxy_evaluations", "fewer proxy evaluations", "vanilla_evals")
+    assert "**more than 5.8x**" in line  # medians 140 and 24
+    assert script.comparison_line("random", {"random": [_reach(False, 100)], "cse": [_reach(True, 10)]},
+                                  "proxy_evaluations", "fewer", None) == \
+        "- CSE vs random: **more than 10.0x** fewer to reach the target (medians over seeds)."
+
+
+def test_the_share_of_vanillas_gain_a_run_covers():
+    script = _benchmark_script()
+    assert script.gain_share(0.9, 0.7, 0.95) == pytest.approx(0.8)
+    assert script.gain_share(0.96, 0.7, 0.95) > 1  # past Q*
+    assert script.gain_share(None, 0.7, 0.95) is None and script.gain_share(0.9, 0.96, 0.95) is None
+    assert script.mos_cost(script.parse_args(["--steps", "1000", "--mos-steps", "80"])) == pytest.approx(0.08)

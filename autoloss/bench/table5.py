@@ -6,11 +6,12 @@ Read from a run's store alone (:class:`~autoloss.engine.store.RunStore`):
   finished. Duplicates are never counted: a candidate the duplicate check rejected, a verdict that
   took no time (a result reused from another candidate) and a candidate whose fingerprint was
   already evaluated (the baseline's included) are left out.
-- :func:`time_to_quality`: proxy evaluations, MOS evaluations and wall-clock (every gate included:
-  from the first searched candidate's timestamp to the verdict that reached the target) until the
-  best fitness reaches ``target``; a run that never gets there counts its whole budget, marked as
-  a lower bound (:attr:`Reach.lower_bound`).
-- :func:`best_curve`: the step-shaped best-so-far curve against evaluations and seconds.
+- :func:`time_to_quality`: proxy evaluations, MOS evaluations, compute and wall-clock (every gate
+  included: from the first searched candidate's timestamp to the verdict that reached the target)
+  until the best fitness reaches ``target``; a run that never gets there counts its whole budget,
+  marked as a lower bound (:attr:`Reach.lower_bound`). Compute is in proxy evaluations: a MOS run
+  counts ``mos_cost`` of one (its steps over the proxy's).
+- :func:`best_curve`: the step-shaped best-so-far curve against evaluations, compute and seconds.
 - :func:`spearman`: the rank correlation (average ranks for ties), for gate quality.
 """
 
@@ -47,6 +48,11 @@ class Reach:
     seconds: float
     best: float | None  # the best fitness at that point (at the end when never reached)
     genotype: str | None  # the loss that reached the target (the best at the end when never reached)
+    compute: float = 0.0  # proxy evaluations + mos_cost x MOS evaluations
+
+    @property
+    def reached_text(self) -> str:
+        return "yes" if self.reached else "not reached"
 
     @property
     def lower_bound(self) -> bool:
@@ -110,12 +116,12 @@ def search_end(store: RunStore) -> float:
 
 
 def time_to_quality(store: RunStore, target: float, stage: str = PROXY, mos: str = MOS,
-                    cap: int | None = None) -> Reach:
+                    cap: int | None = None, mos_cost: float = 0.0) -> Reach:
     """What the run in ``store`` spent until its best ``stage`` fitness reached ``target``.
 
     ``cap``: the budget in proxy evaluations; evaluations past it (a strategy that checks its cap
     only between generations overshoots) count for nothing, and a run that did not reach the target
-    within it is charged exactly the cap.
+    within it is charged exactly the cap. ``mos_cost``: what one MOS run costs in proxy evaluations.
     """
     start = search_start(store)
     proxies = proxy_events(store, stage)
@@ -130,21 +136,27 @@ def time_to_quality(store: RunStore, target: float, stage: str = PROXY, mos: str
             best, best_genotype = event.fitness, event.genotype
         if best is not None and best >= target:
             spent_mos = sum(1 for m in moses if m.finished <= event.finished)
-            return Reach(True, count, spent_mos, event.finished - start, best, best_genotype)
+            return Reach(True, count, spent_mos, event.finished - start, best, best_genotype,
+                         count + mos_cost * spent_mos)
     spent_mos = sum(1 for m in moses if m.finished <= end)
-    return Reach(False, len(proxies), spent_mos, end - start, best, best_genotype)
+    return Reach(False, len(proxies), spent_mos, end - start, best, best_genotype,
+                 len(proxies) + mos_cost * spent_mos)
 
 
-def best_curve(store: RunStore, stage: str = PROXY) -> list[tuple[int, float, float]]:
-    """(proxy evaluations, seconds since the search began, best fitness so far) after each evaluation
-    with a finite fitness so far; plot it step-shaped (``where="post"``)."""
+def best_curve(store: RunStore, stage: str = PROXY, mos: str = MOS,
+               mos_cost: float = 0.0) -> list[tuple[int, float, float, float]]:
+    """(proxy evaluations, seconds since the search began, best fitness so far, compute) after each
+    evaluation with a finite fitness so far; plot it step-shaped (``where="post"``). Compute as in
+    :func:`time_to_quality`."""
     start = search_start(store)
+    moses = [m.finished for m in stage_events(store, mos)]
     curve, best = [], None
     for count, event in enumerate(proxy_events(store, stage), 1):
         if event.fitness is not None and (best is None or event.fitness > best):
             best = event.fitness
         if best is not None:
-            curve.append((count, event.finished - start, best))
+            spent_mos = sum(1 for finished in moses if finished <= event.finished)
+            curve.append((count, event.finished - start, best, count + mos_cost * spent_mos))
     return curve
 
 
