@@ -348,6 +348,7 @@ def plot(runs: list[dict], target: float, path: Path, cost: float) -> None:
         ax.axhline(target, color="black", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlabel(label)
+    axes[0].set_ylim(bottom=max(0.0, target - 0.15))  # where the strategies differ; lower curves leave the frame
     axes[0].set_ylabel("best proxy fitness so far (clean accuracy)")
     axes[0].text(1, target, " Q* - tolerance", va="bottom", fontsize=8)
     axes[2].legend(fontsize=7, ncol=3, loc="lower right")
