@@ -425,9 +425,31 @@ def report(args, runs, reaches, q_star, target, cap, quality, heldout, wall, loa
                      f"{'-' if row['name'] == 'CE' else 'yes' if row['beats'] else 'no'} |")
     cse_rows = [row for row in heldout if row["name"].startswith("cse/")]
     lines += ["", f"- Held-out: CSE's found losses beat CE (Welch p < {HELD_OUT_ALPHA}, {len(args.heldout_seeds)} "
-              f"seeds each) in **{sum(r['beats'] for r in cse_rows)} of {len(cse_rows)}** runs.", "",
+              f"seeds each) in **{sum(r['beats'] for r in cse_rows)} of {len(cse_rows)}** runs.",
+              versus_vanilla(heldout), "",
               "![best proxy fitness against proxy evaluations, compute and wall-clock](benchmark_search.png)"]
     return "\n".join(lines)
+
+
+def versus_vanilla(heldout: list[dict]) -> str:
+    """CSE's found loss against vanilla's of the same seed on the held-out split (Welch's one-sided tests)."""
+    rows = {row["name"]: row for row in heldout}
+    parts = []
+    for name in sorted(n for n in rows if n.startswith("cse/")):
+        seed = name.split("/", 1)[1]
+        cse, vanilla = rows[name], rows.get(f"vanilla/{seed}")
+        values = [[v for v in r["scores"] if v is not None] for r in (cse, vanilla)] if vanilla else None
+        if not values or min(len(v) for v in values) < 2:
+            continue
+        test = compare(values[0], values[1])
+        if test.p is None:
+            continue
+        verdict = ("CSE's above" if test.p < HELD_OUT_ALPHA else "vanilla's above" if test.p_worse < HELD_OUT_ALPHA
+                   else "not told apart")
+        parts.append(f"seed {seed}: {fmt(cse['mean'], 4)} against {fmt(vanilla['mean'], 4)}, {verdict} "
+                     f"(p = {fmt(test.p, 3)} / {fmt(test.p_worse, 3)})")
+    return ("- The same seed's found losses, CSE's against vanilla's, on the held-out split (Welch's one-sided tests, "
+            f"p of CSE's above / below, level {HELD_OUT_ALPHA}): " + "; ".join(parts) + ".") if parts else ""
 
 
 def parse_args(argv=None):

@@ -311,6 +311,10 @@ CASES: list[Case] = [
           "--steps", "5", "--quiet", "--out", "{tmp}/out"]),
     Case("options", "--max-mos 0", [*TASK, "--max-mos", "0", "--out", "{tmp}/out"]),
     Case("options", "--mos-margin nan", [*TASK, "--mos-margin", "nan", "--out", "{tmp}/out"]),
+    Case("options", "--mos-threshold best", [*TASK, "--mos-threshold", "best", "--out", "{tmp}/out"]),
+    *[Case("options", f"--mos-quantile {v}", [*TASK, "--mos-quantile", v, "--out", "{tmp}/out"])
+      for v in ("1", "-0.1", "nan")],
+    Case("options", "--no-distinct with vanilla", [*TASK, "--strategy", "vanilla", "--no-distinct", "--out", "{tmp}/out"]),
     Case("options", "--seed 2**80", [*TASK, "--seed", "1208925819614629174706176", "--out", "{tmp}/out"]),
 
     # unusable --out paths

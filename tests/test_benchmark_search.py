@@ -183,3 +183,18 @@ def test_the_share_of_vanillas_gain_a_run_covers():
     assert script.gain_share(0.96, 0.7, 0.95) > 1  # past Q*
     assert script.gain_share(None, 0.7, 0.95) is None and script.gain_share(0.9, 0.96, 0.95) is None
     assert script.mos_cost(script.parse_args(["--steps", "1000", "--mos-steps", "80"])) == pytest.approx(0.08)
+
+
+def test_found_losses_are_tested_against_vanillas_of_the_same_seed():
+    script = _benchmark_script()
+
+    def row(name, scores):
+        return {"name": name, "scores": scores, "mean": sum(scores) / len(scores)}
+
+    heldout = [row("CE", [0.7, 0.71, 0.72]), row("vanilla/0", [0.97, 0.975, 0.98]), row("cse/0", [0.94, 0.945, 0.95]),
+               row("vanilla/1", [0.92, 0.95, 0.93]), row("cse/1", [0.93, 0.94, 0.945]), row("cse/2", [0.9, 0.91, 0.92])]
+    line = script.versus_vanilla(heldout)
+    assert "seed 0: 0.9450 against 0.9750, vanilla's above" in line
+    assert "seed 1: 0.9383 against 0.9333, not told apart" in line
+    assert "seed 2" not in line  # no vanilla run of that seed to test against
+    assert script.versus_vanilla([row("CE", [0.7, 0.71])]) == ""
