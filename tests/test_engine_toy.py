@@ -439,3 +439,26 @@ def test_cse_quantile_sends_on_only_the_top_of_each_generation(tmp_path):
         assert sent and all(v.metrics["fitness"] >= bar for v in sent)
         assert all(v.passed for v in mos if v.metrics["fitness"] >= bar and "already" not in v.reason)
         assert any("0.75-quantile" in v.reason for v in mos if not v.passed) or len(sent) == len(mos)
+
+
+def test_cse_distinct_chooses_the_same_after_its_own_proxy_runs(tmp_path):
+    """A generation resumed after some of its proxy runs were stored must choose as it did: ``distinct``
+    compares only with candidates of earlier generations, never with a candidate's own proxy run."""
+    from autoloss.engine.study import Study
+    from autoloss.strategies.cse import MOS, CseOptions, CseStrategy
+
+    problem = toy.problem(evaluate=toy.onemax_with_behaviour)
+    strategy = CseStrategy(CseOptions(population=10, generations=3, parents=3, top_k=3))
+    _, store = search(tmp_path, strategy=strategy, problem=problem)
+    executor = LocalExecutor(workers=1)
+    try:
+        study = Study(problem, strategy, store, executor, seed=3)
+        mos = next(stage for stage in study.stages if stage.name == MOS)
+        for generation in range(3):
+            verdicts = [v for v in store.verdicts(generation, MOS) if v.status == "ok"]
+            scored = [(store.candidate(v.candidate_id), v.metrics["fitness"]) for v in verdicts]
+            chosen, _ = strategy.advance(study, mos, sorted(scored, key=lambda s: s[0].index), generation)
+            assert chosen == {v.candidate_id for v in verdicts if v.passed}
+            assert chosen and all(store.verdict(i, "proxy") for i in chosen)  # their proxy runs are stored
+    finally:
+        executor.close()

@@ -137,7 +137,7 @@ class CseStrategy(EvolutionStrategy):
         k = self.options.top_k
         passing = sorted(((f, row) for row, f in scored if f is not None and f >= bar),
                          key=lambda s: (-s[0], s[1].index))
-        sent = self._sent_behaviours(study) if self.options.distinct else {}
+        sent = self._sent_behaviours(study, generation) if self.options.distinct else {}
         chosen, reasons = set(), {}
         for f, row in passing:
             behaviour = study.behaviour(row.id, MOS) if self.options.distinct else None
@@ -156,10 +156,14 @@ class CseStrategy(EvolutionStrategy):
                 reasons[row.id] = f"score {f:.4f} below the threshold {bar:.4f} ({self._source(generation)})"
         return chosen, reasons  # a failed evaluation has no reason here: it is already recorded as such
 
-    def _sent_behaviours(self, study) -> dict[str, int]:
-        """MOS behaviour -> the first candidate with it that went on to the proxy (the baseline included)."""
+    def _sent_behaviours(self, study, generation: int) -> dict[str, int]:
+        """MOS behaviour -> the first candidate with it that went on to the proxy before ``generation`` (the
+        baseline included). Only earlier generations count, so a generation resumed after some of its own
+        proxy runs chooses as it did uninterrupted."""
         sent = {}
         for verdict in study.store.verdicts(gate=study.ranking.name):
+            if study.candidate(verdict.candidate_id).generation >= generation:
+                continue
             behaviour = study.behaviour(verdict.candidate_id, MOS)
             if behaviour is not None:
                 sent.setdefault(behaviour, verdict.candidate_id)
