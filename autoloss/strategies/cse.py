@@ -16,8 +16,8 @@ the q-quantile of its generation's MOS scores (generational mode only).
 
 ``distinct`` (on by default): where the task reports what its trained model predicts
 (:data:`~autoloss.engine.study.BEHAVIOUR`), a MOS survivor that behaves as a candidate already sent
-to the proxy (the baseline included) is not sent again, and the parents are the P best of distinct
-proxy behaviour. Without it a search that found a good loss fills its K places with the loss's
+to the proxy in an earlier generation (the baseline included) is not sent again (generational mode),
+and the parents are the P best of distinct proxy behaviour (both modes). Without it a search that found a good loss fills its K places with the loss's
 near-clones (variants that train the same model, such as multiples of the loss by W where the task feeds
 W = 1) and breeds only from them.
 
