@@ -362,6 +362,12 @@ def test_an_option_added_later_is_stored_only_away_from_what_older_runs_did():
     assert stored_options(CseOptions(mos_reference="initial"))["mos_reference"] == "initial"
     assert stored_options(Darts2Options())["share_gradient"] is True
     assert "share_gradient" not in stored_options(Darts2Options(share_gradient=False))
+    from dataclasses import asdict
+
+    from autoloss.engine.study import restored_options
+
+    old = CseOptions(mos_threshold="previous-best", distinct=False)  # as runs stored before these options behaved
+    assert "distinct" not in stored_options(old) and restored_options(CseOptions, stored_options(old)) == asdict(old)
 
 
 def test_cse_distinct_sends_no_near_clone_and_breeds_from_distinct_behaviours(tmp_path):

@@ -26,7 +26,7 @@ from autoloss.engine.lock import RunLock
 from autoloss.engine.progress import Progress
 from autoloss.engine.schedulers import SCHEDULERS
 from autoloss.engine.store import RunStore, StoreError, check_metrics
-from autoloss.engine.study import Study, check_resume, run_config
+from autoloss.engine.study import Study, check_resume, restored_options, run_config
 from autoloss.errors import UserError
 from autoloss.files import exists, writable_dir
 from autoloss.strategies.cse import MOS_THRESHOLDS, CseOptions
@@ -228,9 +228,8 @@ def strategy_options(args: argparse.Namespace, stored: dict | None = None):
     if "mos_reference" in names and "mos_reference" not in given and getattr(args, "tracker", None):
         given["mos_reference"] = "initial"  # the hand neck is the baseline; breeding starts from a cell
     if stored is not None:
-        legacy = getattr(cls.Options, "LEGACY", {})
-        given = {**{name: stored.get(name, legacy.get(name)) for name in names
-                    if name in stored or name in legacy}, **given}
+        restored = restored_options(cls.Options, stored)
+        given = {**{name: value for name, value in restored.items() if name in names}, **given}
     if "top_k" in names and "top_k" not in given and "population" in given:
         given["top_k"] = min(_D.top_k, given["population"])  # the default K, within a small population
     return cls(cls.Options(**given))

@@ -140,6 +140,12 @@ def stored_options(options) -> dict:
     return stored
 
 
+def restored_options(options_class, stored: dict) -> dict:
+    """The inverse of :func:`stored_options`: a run's stored options with every ``LEGACY`` option it left
+    out at the value the run behaved as."""
+    return {**getattr(options_class, "LEGACY", {}), **stored}
+
+
 def check_resume(store, config: dict, problem: Problem) -> None:
     """Refuse (before anything is written) to resume a store of another search: its config and its
     baseline must be the ones this search makes. ``store`` may be read-only."""
